@@ -1,0 +1,32 @@
+# Two commands cover a fresh clone: `make demo` (local stack on real data)
+# and `make test` (the whole offline suite). Both install what they need.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+RATINGS ?=
+
+.PHONY: install demo test lint evaluate bench clean
+
+$(VENV)/.installed: requirements.txt src/requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund
+	touch $@
+
+install: $(VENV)/.installed node_modules/.installed
+
+demo: install
+	$(PY) -m tools.demo $(if $(RATINGS),--ratings "$(RATINGS)")
+
+lint: install
+	$(VENV)/bin/cfn-lint template.yaml
+
+test: lint
+	$(PY) -m pytest
+
+clean:
+	rm -rf $(VENV) node_modules .local .pytest_cache
