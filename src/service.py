@@ -1,0 +1,89 @@
+"""Recommendation pipeline of one request: three rounds of reads, then scoring.
+
+1. The user's newest interactions (one paginated Query).
+2. The newest users of each seed item (one Query per seed, concurrently).
+3. The newest items of the neighbours who share the most seeds (one Query per
+   neighbour, concurrently).
+
+The core in ``recommender`` then scores the candidates. Every round is bounded
+by ``config.Budgets``, so the cost of a request does not grow with the table.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Collection
+from dataclasses import dataclass, field
+
+from config import Settings
+from interaction_store import InteractionStore, ReadStats
+from recommender import (
+    Recommendation,
+    recommend_from_neighbourhood,
+    select_neighbours,
+    select_seed_items,
+)
+
+
+@dataclass
+class RecommendationResult:
+    user_id: str
+    recommendations: list[Recommendation]
+    history_items: int = 0
+    seed_items: int = 0
+    neighbours: int = 0
+    read_stats: ReadStats = field(default_factory=ReadStats)
+    elapsed_ms: float = 0.0
+
+    def log_fields(self) -> dict[str, float | int]:
+        """Counts and timings of the request, for its log line."""
+        return {
+            "history_items": self.history_items,
+            "seed_items": self.seed_items,
+            "neighbours": self.neighbours,
+            "recommended": len(self.recommendations),
+            **self.read_stats.as_dict(),
+            "elapsed_ms": round(self.elapsed_ms, 1),
+        }
+
+
+class RecommendationService:
+    def __init__(self, store: InteractionStore, settings: Settings) -> None:
+        self._store = store
+        self._settings = settings
+
+    def recommend(
+        self, user_id: str, limit: int, exclude: Collection[str] = ()
+    ) -> RecommendationResult:
+        started = time.perf_counter()
+        budgets = self._settings.budgets
+        stats = ReadStats()
+        result = RecommendationResult(user_id=user_id, recommendations=[], read_stats=stats)
+
+        history = self._store.user_history(user_id, budgets.max_history_items, stats)
+        result.history_items = len(history)
+        if history:
+            seeds = select_seed_items(history, budgets.max_seed_items)
+            seed_ids = [row.item_id for row in seeds]
+            result.seed_items = len(seed_ids)
+
+            item_users = self._store.users_of_items(seed_ids, budgets.max_users_per_item, stats)
+            neighbours = select_neighbours(item_users, user_id, budgets.max_neighbours)
+            result.neighbours = len(neighbours)
+
+            if neighbours:
+                neighbour_items = self._store.item_histories(
+                    neighbours, budgets.max_items_per_neighbour, stats
+                )
+                result.recommendations = recommend_from_neighbourhood(
+                    user_id,
+                    history,
+                    seed_ids,
+                    neighbour_items,
+                    self._settings.model,
+                    limit,
+                    exclude=exclude,
+                )
+
+        result.elapsed_ms = (time.perf_counter() - started) * 1000
+        return result
