@@ -169,6 +169,13 @@ def handle_store_error(error: StoreError) -> Response:
     return _json_response(500, _error_body(500, "Internal error while reading interactions."))
 
 
+@app.not_found
+def handle_not_found(error: Exception) -> Response:
+    # Registered explicitly, or the catch-all handler below would turn 404 into 500.
+    path = app.current_event.path
+    return _json_response(404, {"message": f"No route for GET {path[:200]}"})
+
+
 @app.exception_handler(Exception)
 def handle_unexpected_error(error: Exception) -> Response:
     logger.exception("Unexpected error")

@@ -10,7 +10,6 @@ or ``StoreError`` (a fault the caller cannot fix).
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -18,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import boto3
+from aws_lambda_powertools import Logger
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, ReadTimeoutError
 from botocore.exceptions import ConnectionError as BotoConnectionError
@@ -25,7 +25,8 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 from config import Settings
 from recommender import Interaction
 
-logger = logging.getLogger(__name__)
+# A child of the handler's Powertools logger: same JSON format and correlation id.
+logger = Logger(child=True)
 
 # Error codes that mean "try again later" rather than "this request is wrong".
 RETRYABLE_ERROR_CODES = frozenset(

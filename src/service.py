@@ -75,6 +75,13 @@ class RecommendationService:
                 neighbour_items = self._store.item_histories(
                     neighbours, budgets.max_items_per_neighbour, stats
                 )
+                # A neighbour's newest items may no longer include the seed that
+                # linked them to this user; the item index already showed that
+                # interaction, so add it back.
+                for item_id, users in item_users.items():
+                    for neighbour in users:
+                        if neighbour in neighbour_items:
+                            neighbour_items[neighbour].append(item_id)
                 result.recommendations = recommend_from_neighbourhood(
                     user_id,
                     history,
