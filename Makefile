@@ -4,6 +4,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 RATINGS ?=
+# Extra pytest arguments, e.g. `make test PYTEST_ARGS="-k local_api -x"`.
+PYTEST_ARGS ?=
 
 .PHONY: install demo test lint evaluate bench clean
 
@@ -25,8 +27,10 @@ demo: install
 lint: install
 	$(VENV)/bin/cfn-lint template.yaml
 
+# Runs every test, the dynalite and HTTP ones included; pytest exits non-zero when a test
+# fails or when none was collected, and make passes that status on.
 test: lint
-	$(PY) -m pytest
+	$(PY) -m pytest $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) node_modules .local .pytest_cache

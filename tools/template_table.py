@@ -1,6 +1,6 @@
 """Read template.yaml and turn its table, routes and function settings into local equivalents.
 
-template.yaml is the single source of truth for the DynamoDB table: the local demo, the loader
+template.yaml is the single source of truth for the DynamoDB table. The local demo, the loader
 and the tests all create their tables through `create_table` here, so a change to the key
 schema or an index reaches every local table at once.
 
