@@ -2,9 +2,10 @@
 
 Two callers share one handler:
 
-- API Gateway REST proxy events for ``GET /recommendations/{user_id}?limit=N``,
+- API Gateway REST proxy events for ``GET /recommendations/{user_id}?limit=N&exclude=ID&explain=true``,
   answered with an HTTP response whose body is JSON.
-- Direct invocation with ``{"user_id": "...", "limit": N}``, answered with the
+- Direct invocation with ``{"user_id": "...", "limit": N, "exclude": [...], "explain": bool}``
+  (all but ``user_id`` optional), answered with the
   same JSON object as a plain dict, or ``{"statusCode": 4xx/5xx, "message": ...}``.
 
 Both return ``{"user_id": ..., "recommendations": [{"item_id": ..., "score": ...}]}``.
@@ -14,15 +15,27 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import unquote
 
-from aws_lambda_powertools import Logger
+from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
+from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from config import DEFAULT_LIMIT, MAX_LIMIT, ConfigurationError, Settings, load_settings
+from config import (
+    DEFAULT_LIMIT,
+    DEFAULT_METRICS_NAMESPACE,
+    MAX_EXCLUDED_ITEMS,
+    MAX_ITEM_ID_BYTES,
+    MAX_LIMIT,
+    METRICS_NAMESPACE,
+    ConfigurationError,
+    Settings,
+    load_settings,
+)
 from interaction_store import InteractionStore, StoreError, StoreUnavailableError, create_client
 from service import RecommendationResult, RecommendationService
 
@@ -31,6 +44,9 @@ MAX_USER_ID_BYTES = 2048
 RETRY_AFTER_SECONDS = "1"
 
 logger = Logger()
+# Tracing turns itself off outside Lambda (tests, the local front end).
+tracer = Tracer()
+metrics = Metrics(namespace=os.environ.get(METRICS_NAMESPACE) or DEFAULT_METRICS_NAMESPACE)
 app = APIGatewayRestResolver()
 
 
@@ -98,17 +114,69 @@ def validate_limit(value: Any) -> int:
     return value
 
 
-def _recommend(user_id: str, limit: int) -> dict[str, Any]:
+def validate_exclude(values: Any) -> frozenset[str]:
+    if values is None:
+        return frozenset()
+    if not isinstance(values, list):
+        raise RequestValidationError("exclude", "exclude must be a list of item ids")
+    if len(values) > MAX_EXCLUDED_ITEMS:
+        raise RequestValidationError(
+            "exclude", f"exclude has {len(values)} item ids; the maximum is {MAX_EXCLUDED_ITEMS}"
+        )
+    for value in values:
+        if not isinstance(value, str) or not value:
+            raise RequestValidationError("exclude", "each exclude value must be a non-empty string")
+        try:
+            size = len(value.encode("utf-8"))
+        except UnicodeEncodeError:
+            raise RequestValidationError("exclude", "exclude values must be valid Unicode text") from None
+        if size > MAX_ITEM_ID_BYTES:
+            raise RequestValidationError(
+                "exclude", f"an exclude value is {size} bytes in UTF-8; the maximum is {MAX_ITEM_ID_BYTES}"
+            )
+    return frozenset(values)
+
+
+def validate_explain(value: Any) -> bool:
+    if value is None:
+        return False
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise RequestValidationError("explain", "explain must be true or false")
+
+
+def _recommend(user_id: str, limit: int, exclude: frozenset[str], explain: bool) -> dict[str, Any]:
     if _service is None:
         raise StoreError(f"configuration is invalid: {_configuration_error}")
-    result: RecommendationResult = _service.recommend(user_id, limit)
+    result: RecommendationResult = _service.recommend(user_id, limit, exclude=exclude, explain=explain)
     logger.info("Recommendations served", extra=result.log_fields())
-    return {
-        "user_id": user_id,
-        "recommendations": [
-            {"item_id": rec.item_id, "score": round(rec.score, 6)} for rec in result.recommendations
-        ],
-    }
+    _record_metrics(result)
+
+    recommendations = []
+    for rec in result.recommendations:
+        row: dict[str, Any] = {"item_id": rec.item_id, "score": round(rec.score, 6)}
+        if explain and rec.because is not None:
+            row["because"] = rec.because
+        recommendations.append(row)
+    return {"user_id": user_id, "recommendations": recommendations}
+
+
+def _record_metrics(result: RecommendationResult) -> None:
+    fields = result.log_fields()
+    metrics.add_metric(name="RecommendationLatency", unit=MetricUnit.Milliseconds, value=result.elapsed_ms)
+    metrics.add_metric(name="CandidatesScored", unit=MetricUnit.Count, value=result.candidates)
+    metrics.add_metric(name="DynamoDBCalls", unit=MetricUnit.Count, value=fields["query_calls"])
+    metrics.add_metric(name="ItemsRead", unit=MetricUnit.Count, value=fields["items_read"])
+    metrics.add_metric(name="ConsumedReadCapacity", unit=MetricUnit.Count, value=fields["consumed_capacity"])
+    if not result.recommendations:
+        metrics.add_metric(name="EmptyResults", unit=MetricUnit.Count, value=1)
+
+
+def _record_error(status: int) -> None:
+    name = "ClientErrors" if status < 500 else "ServerErrors"
+    metrics.add_metric(name=name, unit=MetricUnit.Count, value=1)
 
 
 def _error_body(status: int, message: str, field: str | None = None) -> dict[str, Any]:
@@ -142,7 +210,12 @@ def get_recommendations(user_id: str) -> dict[str, Any]:
     if len(limit_values) > 1:
         raise RequestValidationError("limit", "limit must be given at most once")
     limit = validate_limit(limit_values[0] if limit_values else None)
-    return _recommend(validate_user_id(decoded_user_id), limit)
+    exclude = validate_exclude(query.get("exclude"))
+    explain_values = query.get("explain") or []
+    if len(explain_values) > 1:
+        raise RequestValidationError("explain", "explain must be given at most once")
+    explain = validate_explain(explain_values[0] if explain_values else None)
+    return _recommend(validate_user_id(decoded_user_id), limit, exclude, explain)
 
 
 @app.get("/recommendations")
@@ -153,12 +226,14 @@ def get_recommendations_without_user() -> dict[str, Any]:
 @app.exception_handler(RequestValidationError)
 def handle_validation_error(error: RequestValidationError) -> Response:
     logger.info("Rejected invalid request", extra={"field": error.field, "reason": error.message})
+    _record_error(400)
     return _json_response(400, _error_body(400, error.message, error.field))
 
 
 @app.exception_handler(StoreUnavailableError)
 def handle_store_unavailable(error: StoreUnavailableError) -> Response:
     logger.warning("DynamoDB unavailable", extra={"error_code": error.error_code})
+    _record_error(503)
     body = _error_body(503, "The recommendation store is busy or unreachable; retry later.")
     return _json_response(503, body, headers={"Retry-After": RETRY_AFTER_SECONDS})
 
@@ -166,6 +241,7 @@ def handle_store_unavailable(error: StoreUnavailableError) -> Response:
 @app.exception_handler(StoreError)
 def handle_store_error(error: StoreError) -> Response:
     logger.error("DynamoDB error", extra={"error_code": error.error_code, "error": str(error)})
+    _record_error(500)
     return _json_response(500, _error_body(500, "Internal error while reading interactions."))
 
 
@@ -173,12 +249,14 @@ def handle_store_error(error: StoreError) -> Response:
 def handle_not_found(error: Exception) -> Response:
     # Registered explicitly, or the catch-all handler below would turn 404 into 500.
     path = app.current_event.path
+    _record_error(404)
     return _json_response(404, {"message": f"No route for GET {path[:200]}"})
 
 
 @app.exception_handler(Exception)
 def handle_unexpected_error(error: Exception) -> Response:
     logger.exception("Unexpected error")
+    _record_error(500)
     return _json_response(500, _error_body(500, "Internal error."))
 
 
@@ -188,25 +266,30 @@ def _handle_direct_invocation(event: Any) -> dict[str, Any]:
             raise RequestValidationError(
                 "event", 'the event must be a JSON object like {"user_id": "...", "limit": 10}'
             )
-        unknown = sorted(set(event) - {"user_id", "limit"})
+        unknown = sorted(set(event) - {"user_id", "limit", "exclude", "explain"})
         if unknown:
             raise RequestValidationError(unknown[0], f"unknown field {unknown[0]!r}")
         if "user_id" not in event:
             raise RequestValidationError("user_id", "user_id is required")
         user_id = validate_user_id(event["user_id"])
         limit = validate_limit(event.get("limit"))
-        return _recommend(user_id, limit)
+        exclude = validate_exclude(event.get("exclude"))
+        explain = validate_explain(event.get("explain"))
+        return _recommend(user_id, limit, exclude, explain)
     except RequestValidationError as error:
         logger.info("Rejected invalid event", extra={"field": error.field, "reason": error.message})
+        _record_error(400)
         return {"statusCode": 400, **_error_body(400, error.message, error.field)}
     except StoreUnavailableError as error:
         logger.warning("DynamoDB unavailable", extra={"error_code": error.error_code})
+        _record_error(503)
         return {
             "statusCode": 503,
             **_error_body(503, "The recommendation store is busy or unreachable; retry later."),
         }
     except StoreError as error:
         logger.error("DynamoDB error", extra={"error_code": error.error_code, "error": str(error)})
+        _record_error(500)
         return {"statusCode": 500, **_error_body(500, "Internal error while reading interactions.")}
 
 
@@ -215,6 +298,8 @@ def _is_api_gateway_event(event: Any) -> bool:
 
 
 @logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler
+@metrics.log_metrics(capture_cold_start_metric=True)
 def lambda_handler(event: Any, context: LambdaContext) -> dict[str, Any]:
     if _is_api_gateway_event(event):
         request_id = (event.get("requestContext") or {}).get("requestId")
@@ -226,4 +311,5 @@ def lambda_handler(event: Any, context: LambdaContext) -> dict[str, Any]:
         return _handle_direct_invocation(event)
     except Exception:
         logger.exception("Unexpected error")
+        _record_error(500)
         return {"statusCode": 500, **_error_body(500, "Internal error.")}

@@ -16,22 +16,32 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from config import Settings
+from explanations import strongest_seeds
 from interaction_store import InteractionStore, ReadStats
 from recommender import (
-    Recommendation,
+    CooccurrenceIndex,
     recommend_from_neighbourhood,
     select_neighbours,
     select_seed_items,
+    user_affinities,
 )
+
+
+@dataclass(frozen=True)
+class ServedRecommendation:
+    item_id: str
+    score: float
+    because: str | None = None
 
 
 @dataclass
 class RecommendationResult:
     user_id: str
-    recommendations: list[Recommendation]
+    recommendations: list[ServedRecommendation]
     history_items: int = 0
     seed_items: int = 0
     neighbours: int = 0
+    candidates: int = 0
     read_stats: ReadStats = field(default_factory=ReadStats)
     elapsed_ms: float = 0.0
 
@@ -41,6 +51,7 @@ class RecommendationResult:
             "history_items": self.history_items,
             "seed_items": self.seed_items,
             "neighbours": self.neighbours,
+            "candidates": self.candidates,
             "recommended": len(self.recommendations),
             **self.read_stats.as_dict(),
             "elapsed_ms": round(self.elapsed_ms, 1),
@@ -53,8 +64,9 @@ class RecommendationService:
         self._settings = settings
 
     def recommend(
-        self, user_id: str, limit: int, exclude: Collection[str] = ()
+        self, user_id: str, limit: int, exclude: Collection[str] = (), explain: bool = False
     ) -> RecommendationResult:
+        """Return up to ``limit`` recommendations, with their strongest seed if ``explain``."""
         started = time.perf_counter()
         budgets = self._settings.budgets
         stats = ReadStats()
@@ -82,7 +94,11 @@ class RecommendationService:
                     for neighbour in users:
                         if neighbour in neighbour_items:
                             neighbour_items[neighbour].append(item_id)
-                result.recommendations = recommend_from_neighbourhood(
+                seen = {row.item_id for row in history}
+                result.candidates = len(
+                    {item for items in neighbour_items.values() for item in items} - seen - set(exclude)
+                )
+                ranked = recommend_from_neighbourhood(
                     user_id,
                     history,
                     seed_ids,
@@ -91,6 +107,18 @@ class RecommendationService:
                     limit,
                     exclude=exclude,
                 )
+                because: dict[str, str] = {}
+                if explain and ranked:
+                    # Rebuilt only on request: explanations are optional and cheap next to the reads.
+                    index = CooccurrenceIndex(
+                        {**neighbour_items, user_id: list(seen)}, self._settings.model
+                    )
+                    affinities = user_affinities(seeds, self._settings.model)
+                    because = strongest_seeds(index, affinities, [rec.item_id for rec in ranked])
+                result.recommendations = [
+                    ServedRecommendation(rec.item_id, rec.score, because.get(rec.item_id))
+                    for rec in ranked
+                ]
 
         result.elapsed_ms = (time.perf_counter() - started) * 1000
         return result

@@ -439,3 +439,73 @@ def test_event_files(load_handler: Callable[[], Any], dynamodb: Any, event_file:
         assert result["statusCode"] == 200
     assert body["user_id"] == "user123"
     assert {row["item_id"] for row in body["recommendations"]} == {"C", "D"}
+
+
+def test_exclude_removes_items(handler: Any) -> None:
+    status, body, _ = call_api(handler, "/recommendations/u1", {"exclude": ["D"]})
+    direct = handler.lambda_handler({"user_id": "u1", "exclude": ["D", "C"]}, FakeContext())
+
+    assert status == 200
+    assert [row["item_id"] for row in body["recommendations"]] == ["C"]
+    assert direct["recommendations"] == []
+
+
+@pytest.mark.parametrize(
+    ("query", "fragment"),
+    [
+        ({"exclude": [""]}, "non-empty"),
+        ({"exclude": ["x" * 1025]}, "1025 bytes"),
+        ({"exclude": [f"item{n}" for n in range(101)]}, "maximum is 100"),
+    ],
+)
+def test_bad_exclude_is_400(handler: Any, query: dict[str, list[str]], fragment: str) -> None:
+    status, body, _ = call_api(handler, "/recommendations/u1", query)
+
+    assert status == 400
+    assert body["field"] == "exclude"
+    assert fragment in body["message"]
+
+
+def test_direct_exclude_must_be_list(handler: Any) -> None:
+    result = handler.lambda_handler({"user_id": "u1", "exclude": "D"}, FakeContext())
+
+    assert result["statusCode"] == 400
+    assert result["field"] == "exclude"
+
+
+def test_explain_names_strongest_seed(handler: Any) -> None:
+    # For D: seed A contributes w3 / sqrt(pop A) = 0.333, seed B w4 / sqrt(pop B) = 0.5.
+    status, body, _ = call_api(handler, "/recommendations/u1", {"explain": ["true"]})
+    plain_status, plain, _ = call_api(handler, "/recommendations/u1", {"explain": ["false"]})
+
+    assert status == 200
+    assert plain_status == 200
+    assert {row["item_id"]: row["because"] for row in body["recommendations"]} == {"D": "B", "C": "A"}
+    assert all("because" not in row for row in plain["recommendations"])
+    assert [row["score"] for row in body["recommendations"]] == [row["score"] for row in plain["recommendations"]]
+
+
+@pytest.mark.parametrize("value", ["yes", "1", ""])
+def test_bad_explain_is_400(handler: Any, value: str) -> None:
+    status, body, _ = call_api(handler, "/recommendations/u1", {"explain": [value]})
+
+    assert status == 400
+    assert body["field"] == "explain"
+
+
+def test_metrics_emitted_as_emf(handler: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    capsys.readouterr()
+
+    handler.lambda_handler({"user_id": "u1"}, FakeContext())
+    call_api(handler, "/recommendations/u1", {"limit": ["0"]})
+    documents = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
+
+    names = {
+        metric["Name"]
+        for document in documents
+        for directive in document["_aws"]["CloudWatchMetrics"]
+        for metric in directive["Metrics"]
+    }
+    assert {"RecommendationLatency", "CandidatesScored", "DynamoDBCalls", "ItemsRead"} <= names
+    assert "ClientErrors" in names
+    assert all(document["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "Recommendations" for document in documents)
