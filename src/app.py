@@ -21,11 +21,17 @@ from typing import Any
 from urllib.parse import unquote
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
-from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
+from aws_lambda_powertools.event_handler import (
+    APIGatewayRestResolver,
+    CORSConfig,
+    Response,
+    content_types,
+)
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from config import (
+    CORS_ALLOW_ORIGIN,
     DEFAULT_LIMIT,
     DEFAULT_METRICS_NAMESPACE,
     MAX_EXCLUDED_ITEMS,
@@ -47,7 +53,10 @@ logger = Logger()
 # Tracing turns itself off outside Lambda (tests, the local front end).
 tracer = Tracer()
 metrics = Metrics(namespace=os.environ.get(METRICS_NAMESPACE) or DEFAULT_METRICS_NAMESPACE)
-app = APIGatewayRestResolver()
+# With an allowed origin set, responses carry the CORS headers that browsers
+# check; API Gateway answers the preflight OPTIONS request itself.
+_cors_origin = os.environ.get(CORS_ALLOW_ORIGIN, "").strip()
+app = APIGatewayRestResolver(cors=CORSConfig(allow_origin=_cors_origin) if _cors_origin else None)
 
 
 class RequestValidationError(ValueError):

@@ -509,3 +509,33 @@ def test_metrics_emitted_as_emf(handler: Any, capsys: pytest.CaptureFixture[str]
     assert {"RecommendationLatency", "CandidatesScored", "DynamoDBCalls", "ItemsRead"} <= names
     assert "ClientErrors" in names
     assert all(document["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "Recommendations" for document in documents)
+
+
+def test_cors_headers_when_origin_set(load_handler: Callable[[], Any], dynamodb: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    put_log(dynamodb, SMALL_LOG)
+    monkeypatch.setenv("CORS_ALLOW_ORIGIN", "https://app.example.com")
+    module = load_handler()
+
+    def call_from(origin: str) -> dict[str, Any]:
+        event = api_event("/recommendations/u1")
+        event["headers"]["Origin"] = origin
+        event["multiValueHeaders"]["Origin"] = [origin]
+        response = module.lambda_handler(event, FakeContext())
+        return {key: values[-1] for key, values in response["multiValueHeaders"].items()}
+
+    allowed = call_from("https://app.example.com")
+    other = call_from("https://evil.example.net")
+
+    assert allowed["Access-Control-Allow-Origin"] == "https://app.example.com"
+    assert "Access-Control-Allow-Origin" not in other
+
+
+def test_no_cors_headers_by_default(handler: Any) -> None:
+    event = api_event("/recommendations/u1")
+    event["headers"]["Origin"] = "https://app.example.com"
+    event["multiValueHeaders"]["Origin"] = ["https://app.example.com"]
+
+    response = handler.lambda_handler(event, FakeContext())
+    headers = {key: values[-1] for key, values in response["multiValueHeaders"].items()}
+
+    assert "Access-Control-Allow-Origin" not in headers

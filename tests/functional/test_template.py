@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import subprocess
 import sys
 from pathlib import Path
@@ -90,3 +91,76 @@ def test_cfn_lint_passes() -> None:
     )
 
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def api_methods(template: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
+    body = template["Resources"]["RecommendationsApi"]["Properties"]["DefinitionBody"]
+    return {
+        (path, method): operation
+        for path, operations in body["paths"].items()
+        for method, operation in operations.items()
+    }
+
+
+def test_every_get_requires_auth(template: dict[str, Any]) -> None:
+    methods = api_methods(template)
+    gets = {key: operation for key, operation in methods.items() if key[1] == "get"}
+
+    assert set(gets) == {("/recommendations/{user_id}", "get"), ("/recommendations", "get")}
+    for operation in gets.values():
+        assert operation["security"] == {"Fn::If": ["UseApiKey", [{"api_key": []}], [{"sigv4": []}]]}
+
+
+def test_preflight_exists_only_with_cors(template: dict[str, Any]) -> None:
+    methods = api_methods(template)
+    options = [operation for key, operation in methods.items() if key[1] == "options"]
+
+    assert len(options) == 2
+    for operation in options:
+        condition, enabled, disabled = operation["Fn::If"]
+        assert condition == "HasCors"
+        assert enabled["x-amazon-apigateway-integration"]["type"] == "mock"
+        assert disabled == {"Ref": "AWS::NoValue"}
+
+
+def test_security_parameters(template: dict[str, Any]) -> None:
+    parameters = template["Parameters"]
+    conditions = template["Conditions"]
+    resources = template["Resources"]
+    stage = resources["RecommendationsApi"]["Properties"]["MethodSettings"][0]
+
+    assert parameters["ApiAuthMode"]["Default"] == "AWS_IAM"
+    assert parameters["ApiAuthMode"]["AllowedValues"] == ["AWS_IAM", "API_KEY"]
+    assert conditions["UseApiKey"] == {"Fn::Equals": [{"Ref": "ApiAuthMode"}, "API_KEY"]}
+    for name in ("RecommendationsApiKey", "RecommendationsUsagePlan", "RecommendationsUsagePlanKey"):
+        assert resources[name]["Condition"] == "UseApiKey"
+    assert stage["ThrottlingRateLimit"] == {"Ref": "ThrottlingRateLimit"}
+    assert stage["ThrottlingBurstLimit"] == {"Ref": "ThrottlingBurstLimit"}
+    assert resources["RecommendationsFunction"]["Properties"]["ReservedConcurrentExecutions"] == {
+        "Fn::If": ["HasReservedConcurrency", {"Ref": "ReservedConcurrency"}, {"Ref": "AWS::NoValue"}]
+    }
+
+
+@pytest.mark.parametrize("auth_mode", ["AWS_IAM", "API_KEY"])
+def test_sam_translation_per_auth_mode(template: dict[str, Any], auth_mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The SAM translator that cfn-lint ships turns the template into plain
+    # CloudFormation, which shows what each mode deploys.
+    from samtranslator.translator.transform import transform
+
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    document = copy.deepcopy(template)
+    document["Resources"]["RecommendationsFunction"]["Properties"]["CodeUri"] = "s3://bucket/code.zip"
+
+    class NoManagedPolicies:
+        def load(self) -> dict[str, str]:
+            return {}
+
+    output = transform(document, {"ApiAuthMode": auth_mode}, NoManagedPolicies())
+    types = {resource["Type"] for resource in output["Resources"].values()}
+    body = output["Resources"]["RecommendationsApi"]["Properties"]["Body"]
+    get = body["paths"]["/recommendations/{user_id}"]["get"]
+
+    assert "AWS::ApiGateway::UsagePlan" in types
+    assert get["x-amazon-apigateway-integration"]["type"] == "aws_proxy"
+    assert get["security"]["Fn::If"][0] == "UseApiKey"
+    assert "Auth" not in output["Resources"]["RecommendationsApi"]["Properties"]
