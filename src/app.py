@@ -176,7 +176,7 @@ def _record_metrics(result: RecommendationResult) -> None:
     fields = result.log_fields()
     metrics.add_metric(name="RecommendationLatency", unit=MetricUnit.Milliseconds, value=result.elapsed_ms)
     metrics.add_metric(name="CandidatesScored", unit=MetricUnit.Count, value=result.candidates)
-    metrics.add_metric(name="DynamoDBCalls", unit=MetricUnit.Count, value=fields["query_calls"])
+    metrics.add_metric(name="DynamoDBCalls", unit=MetricUnit.Count, value=fields["dynamodb_calls"])
     metrics.add_metric(name="ItemsRead", unit=MetricUnit.Count, value=fields["items_read"])
     metrics.add_metric(name="ConsumedReadCapacity", unit=MetricUnit.Count, value=fields["consumed_capacity"])
     if not result.recommendations:

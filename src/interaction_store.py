@@ -10,7 +10,9 @@ or ``StoreError`` (a fault the caller cannot fix).
 
 from __future__ import annotations
 
+import random
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -42,6 +44,9 @@ RETRYABLE_ERROR_CODES = frozenset(
 
 # Largest page one Query may return; DynamoDB also stops each page at 1 MB.
 MAX_PAGE_SIZE = 1000
+# BatchGetItem takes at most 100 keys per call.
+MAX_BATCH_GET_KEYS = 100
+MAX_BATCH_GET_ATTEMPTS = 5
 
 
 class StoreError(Exception):
@@ -61,20 +66,30 @@ class ReadStats:
     """DynamoDB usage of one request. Safe to update from several threads."""
 
     query_calls: int = 0
+    batch_get_calls: int = 0
     items_read: int = 0
     consumed_capacity: float = 0.0
     rounds: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
-    def record_page(self, items: int, capacity: float) -> None:
+    def record_page(self, items: int, capacity: float, operation: str = "query") -> None:
         with self._lock:
-            self.query_calls += 1
+            if operation == "batch_get_item":
+                self.batch_get_calls += 1
+            else:
+                self.query_calls += 1
             self.items_read += items
             self.consumed_capacity += capacity
+
+    @property
+    def dynamodb_calls(self) -> int:
+        return self.query_calls + self.batch_get_calls
 
     def as_dict(self) -> dict[str, float | int]:
         return {
             "query_calls": self.query_calls,
+            "batch_get_calls": self.batch_get_calls,
+            "dynamodb_calls": self.dynamodb_calls,
             "items_read": self.items_read,
             "consumed_capacity": round(self.consumed_capacity, 3),
             "rounds": self.rounds,
@@ -157,6 +172,51 @@ class InteractionStore:
         stats.rounds += 1
         return self._run_concurrently(read_items, user_ids)
 
+    def interacted_items(self, user_id: str, item_ids: Sequence[str], stats: ReadStats) -> set[str]:
+        """Return which of ``item_ids`` the user has an interaction with, from the base table.
+
+        Used when the user's history was read only up to its budget: older
+        interactions are then checked by key, so that no seen item is returned.
+        Batches of at most 100 keys run concurrently; unprocessed keys are
+        retried with backoff.
+        """
+        stats.rounds += 1
+        unique_ids = list(dict.fromkeys(item_ids))
+        batches = [
+            unique_ids[start : start + MAX_BATCH_GET_KEYS]
+            for start in range(0, len(unique_ids), MAX_BATCH_GET_KEYS)
+        ]
+
+        def read_batch(batch_key: str) -> list[str]:
+            batch = batches[int(batch_key)]
+            return self._batch_get_item_ids(user_id, batch, stats)
+
+        found = self._run_concurrently(read_batch, [str(index) for index in range(len(batches))])
+        return {item_id for items in found.values() for item_id in items}
+
+    def _batch_get_item_ids(self, user_id: str, item_ids: list[str], stats: ReadStats) -> list[str]:
+        keys = [{"user_id": {"S": user_id}, "item_id": {"S": item_id}} for item_id in item_ids]
+        request_items: dict[str, Any] = {
+            self._table_name: {"Keys": keys, "ProjectionExpression": "item_id", "ConsistentRead": False}
+        }
+        found: list[str] = []
+        for attempt in range(MAX_BATCH_GET_ATTEMPTS):
+            page = self._call("batch_get_item", {"RequestItems": request_items, "ReturnConsumedCapacity": "TOTAL"}, "table")
+            items = page.get("Responses", {}).get(self._table_name, [])
+            capacity = sum(entry.get("CapacityUnits", 0.0) for entry in page.get("ConsumedCapacity", []))
+            stats.record_page(len(items), float(capacity), operation="batch_get_item")
+            found.extend(item["item_id"]["S"] for item in items)
+            request_items = page.get("UnprocessedKeys") or {}
+            if not request_items:
+                return found
+            time.sleep(min(0.05 * 2**attempt, 1.0) * random.random())
+        remaining = len(request_items.get(self._table_name, {}).get("Keys", []))
+        logger.error("BatchGetItem left keys unprocessed", extra={"unprocessed_keys": remaining})
+        raise StoreUnavailableError(
+            f"DynamoDB left {remaining} keys unprocessed after {MAX_BATCH_GET_ATTEMPTS} attempts",
+            error_code="UnprocessedKeys",
+        )
+
     def _run_concurrently(
         self, read: Callable[[str], list[str]], keys: Iterable[str]
     ) -> dict[str, list[str]]:
@@ -203,7 +263,7 @@ class InteractionStore:
         collected: list[dict[str, Any]] = []
         while len(collected) < max_items:
             request["Limit"] = min(max_items - len(collected), MAX_PAGE_SIZE)
-            page = self._call_query(request, index_name)
+            page = self._call("query", request, index_name)
             items = page.get("Items", [])
             capacity = page.get("ConsumedCapacity", {}).get("CapacityUnits", 0.0)
             stats.record_page(len(items), float(capacity))
@@ -214,19 +274,24 @@ class InteractionStore:
             request["ExclusiveStartKey"] = last_key
         return collected[:max_items]
 
-    def _call_query(self, request: dict[str, Any], index_name: str) -> dict[str, Any]:
+    def _call(self, operation: str, request: dict[str, Any], index_name: str) -> dict[str, Any]:
         try:
-            return self._client.query(**request)
+            return getattr(self._client, operation)(**request)
         except ClientError as error:
             code = error.response.get("Error", {}).get("Code", "Unknown")
             request_id = error.response.get("ResponseMetadata", {}).get("RequestId")
             logger.error(
-                "DynamoDB Query failed",
-                extra={"error_code": code, "index": index_name, "dynamodb_request_id": request_id},
+                "DynamoDB call failed",
+                extra={
+                    "operation": operation,
+                    "error_code": code,
+                    "index": index_name,
+                    "dynamodb_request_id": request_id,
+                },
             )
             if code in RETRYABLE_ERROR_CODES:
                 raise StoreUnavailableError(f"DynamoDB is unavailable: {code}", error_code=code) from error
-            raise StoreError(f"DynamoDB Query failed: {code}", error_code=code) from error
+            raise StoreError(f"DynamoDB {operation} failed: {code}", error_code=code) from error
         except (BotoConnectionError, ReadTimeoutError) as error:
             logger.error("DynamoDB did not answer", extra={"error": str(error), "index": index_name})
             raise StoreUnavailableError(

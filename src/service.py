@@ -7,6 +7,9 @@
 
 The core in ``recommender`` then scores the candidates. Every round is bounded
 by ``config.Budgets``, so the cost of a request does not grow with the table.
+When the user's history filled its budget, older interactions were not read,
+so a fourth round looks the best candidates up by key and drops the ones the
+user already has.
 """
 
 from __future__ import annotations
@@ -27,6 +30,10 @@ from recommender import (
 )
 
 
+# Candidates ranked per requested item when older interactions must be checked.
+OVERFETCH_FACTOR = 3
+
+
 @dataclass(frozen=True)
 class ServedRecommendation:
     item_id: str
@@ -42,6 +49,7 @@ class RecommendationResult:
     seed_items: int = 0
     neighbours: int = 0
     candidates: int = 0
+    dropped_seen: int = 0
     read_stats: ReadStats = field(default_factory=ReadStats)
     elapsed_ms: float = 0.0
 
@@ -52,6 +60,7 @@ class RecommendationResult:
             "seed_items": self.seed_items,
             "neighbours": self.neighbours,
             "candidates": self.candidates,
+            "dropped_seen": self.dropped_seen,
             "recommended": len(self.recommendations),
             **self.read_stats.as_dict(),
             "elapsed_ms": round(self.elapsed_ms, 1),
@@ -98,15 +107,22 @@ class RecommendationService:
                 result.candidates = len(
                     {item for items in neighbour_items.values() for item in items} - seen - set(exclude)
                 )
+                history_truncated = len(history) >= budgets.max_history_items
                 ranked = recommend_from_neighbourhood(
                     user_id,
                     history,
                     seed_ids,
                     neighbour_items,
                     self._settings.model,
-                    limit,
+                    limit * OVERFETCH_FACTOR if history_truncated else limit,
                     exclude=exclude,
                 )
+                if history_truncated and ranked:
+                    older = self._store.interacted_items(user_id, [rec.item_id for rec in ranked], stats)
+                    result.dropped_seen = len(older)
+                    # NOTE: if more than (OVERFETCH_FACTOR - 1) * limit of the best
+                    # candidates are old interactions, fewer than limit items return.
+                    ranked = [rec for rec in ranked if rec.item_id not in older][:limit]
                 because: dict[str, str] = {}
                 if explain and ranked:
                     # Rebuilt only on request: explanations are optional and cheap next to the reads.

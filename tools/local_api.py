@@ -390,6 +390,9 @@ def _internal_error() -> ProxyResponse:
 
 
 class _RequestHandler(BaseHTTPRequestHandler):
+    # Headers and body go out in separate writes; without TCP_NODELAY the body
+    # waits for the client's delayed ACK, about 40 ms on a kept-alive connection.
+    disable_nagle_algorithm = True
     server: LocalApiServer
     server_version = "local-api"
     protocol_version = "HTTP/1.1"

@@ -381,7 +381,7 @@ def test_missing_table_name_gives_500(load_handler: Callable[[], Any], monkeypat
     assert "TABLE_NAME" not in body["message"]
 
 
-def test_request_path_only_queries(handler: Any) -> None:
+def test_request_path_never_scans(handler: Any) -> None:
     operations: list[str] = []
     client = handler._service._store._client
     client.meta.events.register(
@@ -393,6 +393,7 @@ def test_request_path_only_queries(handler: Any) -> None:
         call_api(handler, f"/recommendations/{user_id}", {"limit": ["3"]})
 
     assert operations
+    assert "Scan" not in operations
     assert set(operations) == {"Query"}
 
 
@@ -539,3 +540,80 @@ def test_no_cors_headers_by_default(handler: Any) -> None:
     headers = {key: values[-1] for key, values in response["multiValueHeaders"].items()}
 
     assert "Access-Control-Allow-Origin" not in headers
+
+
+def long_history_log() -> dict[str, list[str]]:
+    # "target" has 6 items; with a history budget of 3 its 3 oldest (old0-old2)
+    # are not read. Every neighbour shares the newest seeds and holds old0-old2,
+    # so without the key check those would be the top candidates.
+    return {
+        "target": ["old0", "old1", "old2", "new0", "new1", "new2"],
+        **{f"n{k}": ["new0", "new1", "old0", "old1", "old2", f"fresh{k}"] for k in range(5)},
+    }
+
+
+def load_long_history_handler(load_handler: Callable[[], Any], dynamodb: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    put_log(dynamodb, long_history_log())
+    monkeypatch.setenv("MAX_HISTORY_ITEMS", "3")
+    monkeypatch.setenv("MAX_SEED_ITEMS", "2")
+    return load_handler()
+
+
+def test_old_history_items_never_returned(load_handler: Callable[[], Any], dynamodb: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    module = load_long_history_handler(load_handler, dynamodb, monkeypatch)
+    logs = capture_logs(module)
+
+    result = module.lambda_handler({"user_id": "target", "limit": 5}, FakeContext())
+    line = next(json.loads(text) for text in logs.getvalue().splitlines() if "Recommendations served" in text)
+    returned = [row["item_id"] for row in result["recommendations"]]
+
+    assert returned
+    assert not set(returned) & set(long_history_log()["target"])
+    assert line["history_items"] == 3
+    assert line["dropped_seen"] == 3
+    assert line["batch_get_calls"] == 1
+    assert line["rounds"] == 4
+
+
+def test_short_history_skips_key_check(handler: Any) -> None:
+    logs = capture_logs(handler)
+
+    handler.lambda_handler({"user_id": "u1"}, FakeContext())
+    line = next(json.loads(text) for text in logs.getvalue().splitlines() if "Recommendations served" in text)
+
+    assert line["batch_get_calls"] == 0
+    assert line["rounds"] == 3
+
+
+def test_unprocessed_keys_retried(load_handler: Callable[[], Any], dynamodb: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    module = load_long_history_handler(load_handler, dynamodb, monkeypatch)
+    client = module._service._store._client
+    real_batch_get = client.batch_get_item
+    calls = {"count": 0}
+
+    def batch_get_item(**kwargs: Any) -> Any:
+        # The first call processes nothing and hands every key back.
+        calls["count"] += 1
+        if calls["count"] == 1:
+            return {"Responses": {TABLE_NAME: []}, "UnprocessedKeys": kwargs["RequestItems"]}
+        return real_batch_get(**kwargs)
+
+    client.batch_get_item = batch_get_item
+    result = module.lambda_handler({"user_id": "target", "limit": 5}, FakeContext())
+
+    assert calls["count"] == 2
+    assert not {row["item_id"] for row in result["recommendations"]} & set(long_history_log()["target"])
+
+
+def test_unprocessed_keys_left_give_503(load_handler: Callable[[], Any], dynamodb: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    module = load_long_history_handler(load_handler, dynamodb, monkeypatch)
+    module._service._store._client.batch_get_item = lambda **kwargs: {
+        "Responses": {TABLE_NAME: []},
+        "UnprocessedKeys": kwargs["RequestItems"],
+    }
+
+    status, body, headers = call_api(module, "/recommendations/target")
+
+    assert status == 503
+    assert "recommendations" not in body
+    assert headers["Retry-After"] == "1"

@@ -33,16 +33,17 @@ def policy_statements(function: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def test_function_may_only_query_indexes(function: dict[str, Any]) -> None:
-    statements = policy_statements(function)
-    actions = {action for statement in statements for action in statement["Action"]}
-    resources = [resource for statement in statements for resource in statement["Resource"]]
+    statements = {statement["Sid"]: statement for statement in policy_statements(function)}
 
-    assert actions == {"dynamodb:Query"}
-    assert all(statement["Effect"] == "Allow" for statement in statements)
-    assert resources == [
+    assert set(statements) == {"QueryInteractionIndexes", "CheckSeenItems"}
+    assert all(statement["Effect"] == "Allow" for statement in statements.values())
+    assert statements["QueryInteractionIndexes"]["Action"] == ["dynamodb:Query"]
+    assert statements["QueryInteractionIndexes"]["Resource"] == [
         {"Fn::Sub": "${UserInteractionsTable.Arn}/index/UserHistoryIndex"},
         {"Fn::Sub": "${UserInteractionsTable.Arn}/index/ItemUsersIndex"},
     ]
+    assert statements["CheckSeenItems"]["Action"] == ["dynamodb:BatchGetItem"]
+    assert statements["CheckSeenItems"]["Resource"] == [{"Fn::GetAtt": ["UserInteractionsTable", "Arn"]}]
 
 
 def test_policy_has_no_scan_or_writes(function: dict[str, Any]) -> None:
@@ -149,7 +150,9 @@ def test_sam_translation_per_auth_mode(template: dict[str, Any], auth_mode: str,
 
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     document = copy.deepcopy(template)
-    document["Resources"]["RecommendationsFunction"]["Properties"]["CodeUri"] = "s3://bucket/code.zip"
+    for resource in document["Resources"].values():
+        if resource["Type"] == "AWS::Serverless::Function":
+            resource["Properties"]["CodeUri"] = "s3://bucket/code.zip"
 
     class NoManagedPolicies:
         def load(self) -> dict[str, str]:
