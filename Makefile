@@ -32,5 +32,16 @@ lint: install
 test: lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# Offline quality (docs/quality.md): the full model against the baselines,
+# then what the request path serves within its budgets.
+EVAL_RATINGS = $(or $(RATINGS),../shared/datasets/ml-latest-small/ratings.csv)
+evaluate: install
+	$(PY) -m tools.evaluate --ratings "$(EVAL_RATINGS)" --compare
+	$(PY) -m tools.evaluate --ratings "$(EVAL_RATINGS)" --mode budgeted
+
+# Request figures against the naive full-scan approach (docs/benchmarks.md).
+bench: install
+	$(PY) -m tools.bench_requests --output docs/benchmarks.md
+
 clean:
 	rm -rf $(VENV) node_modules .local .pytest_cache
