@@ -1,8 +1,10 @@
 """Run the whole service locally on real ratings: `make demo` or `python -m tools.demo`.
 
 Steps: start dynalite on 127.0.0.1 with its data under .local/dynalite/ (unless
-AWS_ENDPOINT_URL_DYNAMODB already names a server), create the table from template.yaml, load
-the ratings file once, then serve the API on http://127.0.0.1:3000 until Ctrl-C or SIGTERM.
+AWS_ENDPOINT_URL_DYNAMODB already names a server), create the table from template.yaml and
+load the ratings file once. Then create the model table and build the item-similarity model,
+unless the data is unchanged and a model exists. Last, serve the API on http://127.0.0.1:3000
+until Ctrl-C or SIGTERM.
 
 The ratings file is `--ratings`, else the RATINGS environment variable, else the
 ml-latest-small copy in ../shared/datasets/ when present, else ml-latest-small downloaded
@@ -35,6 +37,7 @@ from urllib.parse import quote, urlsplit
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
+from tools.build_model import BUILD_ERRORS, ensure_model
 from tools.dynalite import Dynalite, DynaliteError, port_in_use
 from tools.loader import LoaderError, load_file
 from tools.local_api import (
@@ -43,7 +46,13 @@ from tools.local_api import (
     apply_function_environment,
     serve_in_thread,
 )
-from tools.template_table import TemplateError, create_table, function_settings, table_create_kwargs
+from tools.template_table import (
+    DEFAULT_MODEL_TABLE_NAME,
+    TemplateError,
+    create_table,
+    function_settings,
+    table_create_kwargs,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -345,6 +354,11 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "template.yaml)",
     )
     parser.add_argument(
+        "--model-table-name",
+        default=DEFAULT_MODEL_TABLE_NAME,
+        help="table of the item-similarity model to create and build (default: %(default)s)",
+    )
+    parser.add_argument(
         "--state-dir",
         type=Path,
         default=LOCAL_DIR,
@@ -392,7 +406,7 @@ def run(args: argparse.Namespace) -> None:
 
     started = time.monotonic()
     ratings = resolve_ratings(args.ratings, args.state_dir / DATASETS_DIR_NAME)
-    logger.info("Step 1/4: ratings file %s (%.1f s)", ratings, time.monotonic() - started)
+    logger.info("Step 1/5: ratings file %s (%.1f s)", ratings, time.monotonic() - started)
 
     with dynamodb_endpoint(args.dynamodb_port, args.state_dir / DYNALITE_DIR_NAME) as endpoint_url:
         client = boto3.client("dynamodb", endpoint_url=endpoint_url)
@@ -400,26 +414,42 @@ def run(args: argparse.Namespace) -> None:
         step_started = time.monotonic()
         create_table(client, table_name)
         logger.info(
-            "Step 2/4: table %s on %s (%.1f s)",
+            "Step 2/5: table %s on %s (%.1f s)",
             table_name,
             endpoint_url,
             time.monotonic() - step_started,
         )
 
         step_started = time.monotonic()
-        load_once(client, ratings, table_name, endpoint_url, args.state_dir / LOAD_MARKER_NAME)
-        logger.info("Step 3/4: data ready (%.1f s)", time.monotonic() - step_started)
+        loaded = load_once(
+            client, ratings, table_name, endpoint_url, args.state_dir / LOAD_MARKER_NAME
+        )
+        logger.info("Step 3/5: data ready (%.1f s)", time.monotonic() - step_started)
+
+        step_started = time.monotonic()
+        # A new load means new data, so the model is rebuilt; otherwise an existing
+        # model is kept. Building ml-latest-small took about 30 s on a 2-vCPU machine.
+        summary = ensure_model(client, table_name, args.model_table_name, rebuild=loaded)
+        logger.info(
+            "Step 4/5: model in table %s, %s (%.1f s)",
+            args.model_table_name,
+            f"version {summary['version']}" if summary else "unchanged",
+            time.monotonic() - step_started,
+        )
 
         step_started = time.monotonic()
         os.environ["TABLE_NAME"] = table_name
-        apply_function_environment(function_settings(table_name=table_name))
+        os.environ["MODEL_TABLE_NAME"] = args.model_table_name
+        apply_function_environment(
+            function_settings(table_name=table_name, model_table_name=args.model_table_name)
+        )
         try:
             server, base_url = serve_in_thread(args.port)
         except ImportError as error:
             raise DemoError(
                 f"cannot import the handler src/app.py ({error}); fix it and rerun"
             ) from error
-        logger.info("Step 4/4: API on %s (%.1f s)", base_url, time.monotonic() - step_started)
+        logger.info("Step 5/5: API on %s (%.1f s)", base_url, time.monotonic() - step_started)
         try:
             _serve_until_stopped(base_url, _sample_user(client, table_name))
         finally:
@@ -447,7 +477,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _Shutdown:
         logger.info("Demo stopped")
         return 0
-    except (DemoError, DynaliteError, TemplateError, LoaderError) as error:
+    except (DemoError, DynaliteError, TemplateError, LoaderError, *BUILD_ERRORS) as error:
         logger.error("%s", error)
         return 1
     except (BotoCoreError, ClientError) as error:

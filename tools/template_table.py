@@ -1,8 +1,9 @@
 """Read template.yaml and turn its table, routes and function settings into local equivalents.
 
-template.yaml is the single source of truth for the DynamoDB table. The local demo, the loader
-and the tests all create their tables through `create_table` here, so a change to the key
-schema or an index reaches every local table at once.
+template.yaml is the single source of truth for the DynamoDB tables. The local demo, the loader
+and the tests all create their tables through `create_table` (interactions) and
+`create_model_table` (item-similarity model) here, so a change to the key schema or an index
+reaches every local table at once.
 
 The YAML parser accepts the CloudFormation short-form tags (!Ref, !Sub, !GetAtt ...) and turns
 each into its long JSON form (`{"Ref": ...}`, `{"Fn::Sub": ...}`), which this module resolves
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from botocore.exceptions import ClientError
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +30,10 @@ TEMPLATE_PATH = REPO_ROOT / "template.yaml"
 
 TABLE_RESOURCE = "UserInteractionsTable"
 TABLE_NAME_PARAMETER = "InteractionsTableName"
+# The model table has no TableName in the template (CloudFormation names it on
+# deploy), so local servers use this name unless the caller passes another.
+MODEL_TABLE_RESOURCE = "RecommendationModelTable"
+DEFAULT_MODEL_TABLE_NAME = "RecommendationModels"
 
 # Table properties that CloudFormation and DynamoDB CreateTable spell the same way.
 _PASS_THROUGH_PROPERTIES = (
@@ -62,6 +68,11 @@ _DROPPED_PROPERTIES = frozenset(
         "WarmThroughput",
     }
 )
+
+
+# Error codes of a server that lacks an operation. dynalite 4.0.0 returns
+# UnknownOperationException for UpdateTimeToLive.
+_UNSUPPORTED_OPERATION_CODES = frozenset({"UnknownOperationException"})
 
 
 class TemplateError(ValueError):
@@ -157,8 +168,46 @@ def table_create_kwargs(
     """
     template = load_template(template_path)
     properties = _resource(template, TABLE_RESOURCE, "AWS::DynamoDB::Table").get("Properties", {})
+    name = table_name or _template_table_name(template, properties)
+    return _create_kwargs(TABLE_RESOURCE, properties, name)
 
-    kwargs: dict[str, Any] = {"TableName": table_name or _template_table_name(template, properties)}
+
+def model_table_create_kwargs(
+    template_path: Path | str = TEMPLATE_PATH, table_name: str | None = None
+) -> dict[str, Any]:
+    """Build the `create_table` keyword arguments for the template's RecommendationModelTable.
+
+    The name is `table_name` if given, else the resource's TableName if it has a
+    literal one, else DEFAULT_MODEL_TABLE_NAME. The mapping is the one of
+    `table_create_kwargs`; TimeToLiveSpecification is dropped here and applied by
+    `create_model_table` with a separate UpdateTimeToLive call.
+    """
+    template = load_template(template_path)
+    properties = _resource(template, MODEL_TABLE_RESOURCE, "AWS::DynamoDB::Table").get(
+        "Properties", {}
+    )
+    name = table_name or properties.get("TableName") or DEFAULT_MODEL_TABLE_NAME
+    return _create_kwargs(MODEL_TABLE_RESOURCE, properties, name)
+
+
+def model_table_ttl(template_path: Path | str = TEMPLATE_PATH) -> dict[str, Any] | None:
+    """Return the model table's TimeToLiveSpecification from the template, None if it has none."""
+    template = load_template(template_path)
+    properties = _resource(template, MODEL_TABLE_RESOURCE, "AWS::DynamoDB::Table").get(
+        "Properties", {}
+    )
+    specification = properties.get("TimeToLiveSpecification")
+    if specification is None:
+        return None
+    _reject_intrinsics(specification, f"{MODEL_TABLE_RESOURCE}.TimeToLiveSpecification")
+    return {
+        "AttributeName": str(specification["AttributeName"]),
+        "Enabled": bool(specification.get("Enabled", False)),
+    }
+
+
+def _create_kwargs(logical_id: str, properties: Mapping[str, Any], name: Any) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {"TableName": name}
     for key, value in properties.items():
         if key == "TableName":
             continue
@@ -174,11 +223,11 @@ def table_create_kwargs(
             logger.debug("Dropped table property %s: CreateTable has no such parameter", key)
         else:
             raise TemplateError(
-                f"{TABLE_RESOURCE} property {key!r} has no known CreateTable mapping; "
+                f"{logical_id} property {key!r} has no known CreateTable mapping; "
                 "add it to tools/template_table.py"
             )
 
-    _reject_intrinsics(kwargs, TABLE_RESOURCE)
+    _reject_intrinsics(kwargs, logical_id)
     return kwargs
 
 
@@ -217,6 +266,67 @@ def create_table(
     TableNotActiveError after `timeout_s` seconds.
     """
     kwargs = table_create_kwargs(template_path, table_name)
+    return _create(client, kwargs, wait, timeout_s)
+
+
+def create_model_table(
+    client: Any,
+    table_name: str | None = None,
+    wait: bool = True,
+    *,
+    template_path: Path | str = TEMPLATE_PATH,
+    timeout_s: float = 120.0,
+) -> str:
+    """Create the model table from template.yaml's RecommendationModelTable; return its name.
+
+    The default name is DEFAULT_MODEL_TABLE_NAME. An existing table is left as it is.
+    When the template enables TTL and `wait` is set, an UpdateTimeToLive call follows once
+    the table is ACTIVE. A server without that operation, such as dynalite 4.0.0, is
+    skipped with a DEBUG log line, so its expired items simply stay. Without `wait`, call
+    `enable_time_to_live` yourself once the table is ACTIVE.
+    """
+    kwargs = model_table_create_kwargs(template_path, table_name)
+    name = _create(client, kwargs, wait, timeout_s)
+    ttl = model_table_ttl(template_path)
+    if ttl is not None and ttl["Enabled"]:
+        if wait:
+            enable_time_to_live(client, name, ttl["AttributeName"])
+        else:
+            logger.info("TTL of table %s not enabled yet: the table may still be CREATING", name)
+    return name
+
+
+def enable_time_to_live(client: Any, table_name: str, attribute_name: str) -> bool:
+    """Turn TTL on for `attribute_name` unless it is on already; return whether TTL is on.
+
+    Returns False, with a DEBUG log line, when the server does not implement the TTL calls.
+    """
+    try:
+        description = client.describe_time_to_live(TableName=table_name)["TimeToLiveDescription"]
+        if description.get("TimeToLiveStatus") in ("ENABLED", "ENABLING"):
+            if description.get("AttributeName") != attribute_name:
+                logger.warning(
+                    "Table %s already has TTL on attribute %s, not %s; left as it is",
+                    table_name,
+                    description.get("AttributeName"),
+                    attribute_name,
+                )
+            return True
+        client.update_time_to_live(
+            TableName=table_name,
+            TimeToLiveSpecification={"AttributeName": attribute_name, "Enabled": True},
+        )
+    except ClientError as error:
+        code = error.response.get("Error", {}).get("Code", "")
+        if code in _UNSUPPORTED_OPERATION_CODES:
+            logger.debug("Skipped TTL on table %s: the server does not support it (%s)", table_name, code)
+            return False
+        raise
+    logger.info("Enabled TTL on table %s (attribute %s)", table_name, attribute_name)
+    return True
+
+
+def _create(client: Any, kwargs: dict[str, Any], wait: bool, timeout_s: float) -> str:
     name: str = kwargs["TableName"]
     started = time.monotonic()
     try:
@@ -279,14 +389,18 @@ def api_routes(template_path: Path | str = TEMPLATE_PATH) -> list[tuple[str, str
 
 
 def function_settings(
-    template_path: Path | str = TEMPLATE_PATH, table_name: str | None = None
+    template_path: Path | str = TEMPLATE_PATH,
+    table_name: str | None = None,
+    *,
+    model_table_name: str | None = None,
 ) -> FunctionSettings:
     """Read the function that serves the Api events: handler, memory, timeout and environment.
 
     Values come from the function's Properties, falling back to Globals.Function. Environment
     values that `Ref` a parameter get its default, and those that `Ref` the table get
-    `table_name` (default: the template's table name). Any other intrinsic is skipped with a
-    warning, because only a deployed stack can resolve it.
+    `table_name` (default: the template's table name), and those that `Ref` the model table
+    get `model_table_name` when given. Any other intrinsic is skipped with a warning, because
+    only a deployed stack can resolve it.
     """
     template = load_template(template_path)
     functions = [item for item in _functions(template) if _has_api_event(item[1])]
@@ -304,7 +418,9 @@ def function_settings(
     }
     environment: dict[str, str] = {}
     for variable, value in raw_environment.items():
-        resolved = _resolve_environment_value(template, value, resolved_table_name)
+        resolved = _resolve_environment_value(
+            template, value, resolved_table_name, model_table_name
+        )
         if resolved is None:
             logger.warning(
                 "Skipped environment variable %s: cannot resolve %r locally", variable, value
@@ -335,7 +451,7 @@ def _has_api_event(resource: Mapping[str, Any]) -> bool:
 
 
 def _resolve_environment_value(
-    template: Mapping[str, Any], value: Any, table_name: str
+    template: Mapping[str, Any], value: Any, table_name: str, model_table_name: str | None = None
 ) -> str | None:
     if isinstance(value, bool):
         return "true" if value else "false"  # CloudFormation's rendering of a YAML boolean
@@ -345,6 +461,8 @@ def _resolve_environment_value(
         target = value["Ref"]
         if target == TABLE_RESOURCE:
             return table_name
+        if target == MODEL_TABLE_RESOURCE and model_table_name is not None:
+            return model_table_name
         if target in template.get("Parameters", {}):
             return str(_parameter_default(template, target))
     return None
