@@ -43,7 +43,8 @@ from config import (
     load_settings,
 )
 from interaction_store import InteractionStore, StoreError, StoreUnavailableError, create_client
-from service import RecommendationResult, RecommendationService
+from model_store import MODEL_TABLE_NAME, ModelStore, cache_seconds_from_env
+from service import ModelNotBuiltError, RecommendationResult, RecommendationService
 
 # DynamoDB limits on key attributes, in UTF-8 bytes.
 MAX_USER_ID_BYTES = 2048
@@ -73,14 +74,23 @@ def _build_service() -> tuple[RecommendationService | None, ConfigurationError |
     # parsed and the client and thread pool are created before the first request.
     try:
         settings: Settings = load_settings()
+        model_cache_seconds = cache_seconds_from_env()
     except ConfigurationError as error:
         logger.error("Invalid configuration", extra={"error": str(error)})
         return None, error
     executor = ThreadPoolExecutor(
         max_workers=settings.max_concurrent_queries, thread_name_prefix="dynamodb-query"
     )
-    store = InteractionStore(create_client(settings), settings, executor)
-    return RecommendationService(store, settings), None
+    client = create_client(settings)
+    store = InteractionStore(client, settings, executor)
+    # Without a model table the service computes every request online.
+    model_table = os.environ.get(MODEL_TABLE_NAME, "").strip()
+    model_store = (
+        ModelStore(client, model_table, executor, cache_seconds=model_cache_seconds)
+        if model_table
+        else None
+    )
+    return RecommendationService(store, settings, model_store), None
 
 
 _service, _configuration_error = _build_service()
@@ -169,7 +179,23 @@ def _recommend(user_id: str, limit: int, exclude: frozenset[str], explain: bool)
         if explain and rec.because is not None:
             row["because"] = rec.because
         recommendations.append(row)
-    return {"user_id": user_id, "recommendations": recommendations}
+    body: dict[str, Any] = {"user_id": user_id, "recommendations": recommendations}
+    if result.source == "popular":
+        # Marks a list that is not personal: the user has no interactions yet.
+        body["source"] = "popular"
+    return body
+
+
+def _similar(item_id: str, limit: int) -> dict[str, Any]:
+    if _service is None:
+        raise StoreError(f"configuration is invalid: {_configuration_error}")
+    result = _service.similar_items(item_id, limit)
+    logger.info("Similar items served", extra=result.log_fields())
+    metrics.add_metric(name="SimilarItemsLatency", unit=MetricUnit.Milliseconds, value=result.elapsed_ms)
+    return {
+        "item_id": item_id,
+        "similar": [{"item_id": rec.item_id, "score": round(rec.score, 6)} for rec in result.similar],
+    }
 
 
 def _record_metrics(result: RecommendationResult) -> None:
@@ -181,6 +207,8 @@ def _record_metrics(result: RecommendationResult) -> None:
     metrics.add_metric(name="ConsumedReadCapacity", unit=MetricUnit.Count, value=fields["consumed_capacity"])
     if not result.recommendations:
         metrics.add_metric(name="EmptyResults", unit=MetricUnit.Count, value=1)
+    if result.source == "online" and _service is not None and _service.has_model:
+        metrics.add_metric(name="Fallbacks", unit=MetricUnit.Count, value=1)
 
 
 def _record_error(status: int) -> None:
@@ -227,6 +255,35 @@ def get_recommendations(user_id: str) -> dict[str, Any]:
     return _recommend(validate_user_id(decoded_user_id), limit, exclude, explain)
 
 
+def validate_item_id(value: str) -> str:
+    if not value:
+        raise RequestValidationError("item_id", "item_id must not be empty")
+    try:
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise RequestValidationError("item_id", "item_id is not valid Unicode text") from None
+    if size > MAX_ITEM_ID_BYTES:
+        raise RequestValidationError(
+            "item_id", f"item_id is {size} bytes in UTF-8; the maximum is {MAX_ITEM_ID_BYTES}"
+        )
+    return value
+
+
+@app.get("/items/<item_id>/similar")
+def get_similar_items(item_id: str) -> dict[str, Any]:
+    try:
+        decoded_item_id = unquote(item_id, errors="strict")
+    except UnicodeDecodeError:
+        raise RequestValidationError("item_id", "item_id is not valid percent-encoded UTF-8") from None
+
+    query = app.current_event.multi_value_query_string_parameters or {}
+    limit_values = query.get("limit") or []
+    if len(limit_values) > 1:
+        raise RequestValidationError("limit", "limit must be given at most once")
+    limit = validate_limit(limit_values[0] if limit_values else None)
+    return _similar(validate_item_id(decoded_item_id), limit)
+
+
 @app.get("/recommendations")
 def get_recommendations_without_user() -> dict[str, Any]:
     raise RequestValidationError("user_id", "user_id is required: GET /recommendations/{user_id}")
@@ -237,6 +294,14 @@ def handle_validation_error(error: RequestValidationError) -> Response:
     logger.info("Rejected invalid request", extra={"field": error.field, "reason": error.message})
     _record_error(400)
     return _json_response(400, _error_body(400, error.message, error.field))
+
+
+@app.exception_handler(ModelNotBuiltError)
+def handle_model_not_built(error: ModelNotBuiltError) -> Response:
+    logger.warning("Similar items requested before the first model build")
+    _record_error(503)
+    body = _error_body(503, "The similarity model has not been built yet; retry later.")
+    return _json_response(503, body, headers={"Retry-After": "60"})
 
 
 @app.exception_handler(StoreUnavailableError)

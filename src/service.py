@@ -1,34 +1,41 @@
-"""Recommendation pipeline of one request: three rounds of reads, then scoring.
+"""Recommendation pipeline of one request: bounded rounds of reads, then scoring.
 
-1. The user's newest interactions (one paginated Query).
-2. The newest users of each seed item (one Query per seed, concurrently).
-3. The newest items of the neighbours who share the most seeds (one Query per
-   neighbour, concurrently).
+Three sources, tried in this order:
 
-The core in ``recommender`` then scores the candidates. Every round is bounded
-by ``config.Budgets``, so the cost of a request does not grow with the table.
-When the user's history filled its budget, older interactions were not read,
-so a fourth round looks the best candidates up by key and drops the ones the
-user already has.
+- ``model``: a precomputed item-similarity model is configured and built. The
+  user's newest interactions (one paginated Query), then the neighbour lists of
+  the seed items (BatchGetItem), scored with ``recommender.score_items``.
+- ``online``: no model, or none of the seeds is in it yet. The newest users of
+  each seed item, then the newest items of the neighbours who share the most
+  seeds (Queries run concurrently), scored by ``recommender``'s online form.
+- ``popular``: the user has no interactions; the model's most popular items.
+
+Every round is bounded by ``config.Budgets``, so the cost of a request does not
+grow with the table. When the user's history filled its budget, older
+interactions were not read, so one more round looks the best candidates up by
+key and drops the ones the user already has.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from config import Settings
-from explanations import strongest_seeds
-from interaction_store import InteractionStore, ReadStats
+from interaction_store import InteractionStore, ReadStats, StoreUnavailableError
+from model_store import ModelStore
 from recommender import (
     CooccurrenceIndex,
-    recommend_from_neighbourhood,
+    Interaction,
+    Recommendation,
+    recommend_from_index,
+    score_items,
+    seed_contributions,
     select_neighbours,
     select_seed_items,
     user_affinities,
 )
-
 
 # Candidates ranked per requested item when older interactions must be checked.
 OVERFETCH_FACTOR = 3
@@ -45,19 +52,25 @@ class ServedRecommendation:
 class RecommendationResult:
     user_id: str
     recommendations: list[ServedRecommendation]
+    source: str = "none"
+    model_version: str | None = None
     history_items: int = 0
     seed_items: int = 0
+    uncovered_seeds: int = 0
     neighbours: int = 0
     candidates: int = 0
     dropped_seen: int = 0
     read_stats: ReadStats = field(default_factory=ReadStats)
     elapsed_ms: float = 0.0
 
-    def log_fields(self) -> dict[str, float | int]:
+    def log_fields(self) -> dict[str, float | int | str | None]:
         """Counts and timings of the request, for its log line."""
         return {
+            "source": self.source,
+            "model_version": self.model_version,
             "history_items": self.history_items,
             "seed_items": self.seed_items,
+            "uncovered_seeds": self.uncovered_seeds,
             "neighbours": self.neighbours,
             "candidates": self.candidates,
             "dropped_seen": self.dropped_seen,
@@ -67,74 +80,210 @@ class RecommendationResult:
         }
 
 
+def strongest_seed(contributions: Mapping[str, float]) -> str | None:
+    """Return the seed with the largest contribution, ties to the smaller id."""
+    if not contributions:
+        return None
+    return min(contributions, key=lambda seed: (-contributions[seed], seed))
+
+
+class ModelNotBuiltError(StoreUnavailableError):
+    """A request needs the precomputed model, and no build has finished yet."""
+
+
+@dataclass
+class SimilarItemsResult:
+    item_id: str
+    similar: list[ServedRecommendation]
+    model_version: str
+    read_stats: ReadStats
+    elapsed_ms: float = 0.0
+
+    def log_fields(self) -> dict[str, float | int | str]:
+        return {
+            "model_version": self.model_version,
+            "recommended": len(self.similar),
+            **self.read_stats.as_dict(),
+            "elapsed_ms": round(self.elapsed_ms, 1),
+        }
+
+
 class RecommendationService:
-    def __init__(self, store: InteractionStore, settings: Settings) -> None:
+    def __init__(
+        self, store: InteractionStore, settings: Settings, model_store: ModelStore | None = None
+    ) -> None:
         self._store = store
         self._settings = settings
+        self._model_store = model_store
+
+    @property
+    def has_model(self) -> bool:
+        return self._model_store is not None
 
     def recommend(
         self, user_id: str, limit: int, exclude: Collection[str] = (), explain: bool = False
     ) -> RecommendationResult:
         """Return up to ``limit`` recommendations, with their strongest seed if ``explain``."""
         started = time.perf_counter()
-        budgets = self._settings.budgets
         stats = ReadStats()
         result = RecommendationResult(user_id=user_id, recommendations=[], read_stats=stats)
+        budgets = self._settings.budgets
 
+        pointer = self._model_store.current_version(stats) if self._model_store else None
+        result.model_version = pointer.version if pointer else None
         history = self._store.user_history(user_id, budgets.max_history_items, stats)
         result.history_items = len(history)
-        if history:
+
+        if not history:
+            if pointer is not None and self._model_store is not None:
+                self._serve_popular(result, pointer.version, limit, exclude)
+        else:
+            history_truncated = len(history) >= budgets.max_history_items
+            top_k = limit * OVERFETCH_FACTOR if history_truncated else limit
             seeds = select_seed_items(history, budgets.max_seed_items)
-            seed_ids = [row.item_id for row in seeds]
-            result.seed_items = len(seed_ids)
+            result.seed_items = len(seeds)
 
-            item_users = self._store.users_of_items(seed_ids, budgets.max_users_per_item, stats)
-            neighbours = select_neighbours(item_users, user_id, budgets.max_neighbours)
-            result.neighbours = len(neighbours)
+            ranked, because = [], {}
+            if pointer is not None:
+                # A neighbour list costs one key read, so the model path can
+                # afford more seeds than the online path.
+                model_seeds = select_seed_items(history, budgets.max_model_seed_items)
+                ranked, because = self._rank_with_model(
+                    result, pointer.version, history, model_seeds, top_k, exclude, explain
+                )
+            if result.source == "none":
+                ranked, because = self._rank_online(result, user_id, history, seeds, top_k, exclude, explain)
 
-            if neighbours:
-                neighbour_items = self._store.item_histories(
-                    neighbours, budgets.max_items_per_neighbour, stats
-                )
-                # A neighbour's newest items may no longer include the seed that
-                # linked them to this user; the item index already showed that
-                # interaction, so add it back.
-                for item_id, users in item_users.items():
-                    for neighbour in users:
-                        if neighbour in neighbour_items:
-                            neighbour_items[neighbour].append(item_id)
-                seen = {row.item_id for row in history}
-                result.candidates = len(
-                    {item for items in neighbour_items.values() for item in items} - seen - set(exclude)
-                )
-                history_truncated = len(history) >= budgets.max_history_items
-                ranked = recommend_from_neighbourhood(
-                    user_id,
-                    history,
-                    seed_ids,
-                    neighbour_items,
-                    self._settings.model,
-                    limit * OVERFETCH_FACTOR if history_truncated else limit,
-                    exclude=exclude,
-                )
-                if history_truncated and ranked:
-                    older = self._store.interacted_items(user_id, [rec.item_id for rec in ranked], stats)
-                    result.dropped_seen = len(older)
-                    # NOTE: if more than (OVERFETCH_FACTOR - 1) * limit of the best
-                    # candidates are old interactions, fewer than limit items return.
-                    ranked = [rec for rec in ranked if rec.item_id not in older][:limit]
-                because: dict[str, str] = {}
-                if explain and ranked:
-                    # Rebuilt only on request: explanations are optional and cheap next to the reads.
-                    index = CooccurrenceIndex(
-                        {**neighbour_items, user_id: list(seen)}, self._settings.model
-                    )
-                    affinities = user_affinities(seeds, self._settings.model)
-                    because = strongest_seeds(index, affinities, [rec.item_id for rec in ranked])
-                result.recommendations = [
-                    ServedRecommendation(rec.item_id, rec.score, because.get(rec.item_id))
-                    for rec in ranked
-                ]
+            if history_truncated and ranked:
+                older = self._store.interacted_items(user_id, [rec.item_id for rec in ranked], stats)
+                result.dropped_seen = len(older)
+                # NOTE: if more than (OVERFETCH_FACTOR - 1) * limit of the best
+                # candidates are old interactions, fewer than limit items return.
+                ranked = [rec for rec in ranked if rec.item_id not in older]
+            result.recommendations = [
+                ServedRecommendation(rec.item_id, rec.score, because.get(rec.item_id))
+                for rec in ranked[:limit]
+            ]
 
         result.elapsed_ms = (time.perf_counter() - started) * 1000
         return result
+
+    def similar_items(self, item_id: str, limit: int) -> SimilarItemsResult:
+        """Return the model's most similar items to ``item_id`` (empty for an unknown item)."""
+        started = time.perf_counter()
+        stats = ReadStats()
+        pointer = self._model_store.current_version(stats) if self._model_store else None
+        if pointer is None or self._model_store is None:
+            raise ModelNotBuiltError(
+                "the item-similarity model has not been built yet", error_code="ModelNotBuilt"
+            )
+        stats.rounds += 1
+        neighbours = self._model_store.similar_items(pointer.version, item_id, stats) or []
+        similar = [ServedRecommendation(other, score) for other, score in neighbours[:limit]]
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        return SimilarItemsResult(item_id, similar, pointer.version, stats, elapsed_ms)
+
+    def _serve_popular(
+        self, result: RecommendationResult, version: str, limit: int, exclude: Collection[str]
+    ) -> None:
+        assert self._model_store is not None
+        result.read_stats.rounds += 1
+        popular = self._model_store.popular_items(version, result.read_stats)
+        result.source = "popular"
+        result.candidates = len(popular)
+        # Scores are the share of users who have the item, relative to the top one.
+        top_users = popular[0][1] if popular else 1
+        result.recommendations = [
+            ServedRecommendation(item_id, users / top_users)
+            for item_id, users in popular
+            if item_id not in exclude
+        ][:limit]
+
+    def _rank_with_model(
+        self,
+        result: RecommendationResult,
+        version: str,
+        history: Sequence[Interaction],
+        seeds: Sequence[Interaction],
+        top_k: int,
+        exclude: Collection[str],
+        explain: bool,
+    ) -> tuple[list[Recommendation], dict[str, str]]:
+        assert self._model_store is not None
+        seed_ids = [row.item_id for row in seeds]
+        rows = self._model_store.neighbour_lists(version, seed_ids, result.read_stats)
+        covered = [row for row in seeds if row.item_id in rows]
+        result.uncovered_seeds = len(seeds) - len(covered)
+        result.seed_items = len(seeds)
+        if not covered:
+            return [], {}
+
+        # NOTE: seeds missing from the model (items new since the last build)
+        # add nothing until the next build; only a model with none of the seeds
+        # falls back to the online computation.
+        result.source = "model"
+        similarity = {item_id: dict(neighbours) for item_id, neighbours in rows.items()}
+        affinities = user_affinities(covered, self._settings.model)
+        result.candidates = len({item for row in similarity.values() for item in row})
+        seen = {row.item_id for row in history}
+        ranked = score_items(affinities, similarity, top_k, exclude=seen.union(exclude))
+
+        because: dict[str, str] = {}
+        if explain:
+            for rec in ranked:
+                shares = {
+                    seed: affinity * similarity[seed].get(rec.item_id, 0.0)
+                    for seed, affinity in affinities.items()
+                    if similarity[seed].get(rec.item_id, 0.0) > 0
+                }
+                seed = strongest_seed(shares)
+                if seed is not None:
+                    because[rec.item_id] = seed
+        return ranked, because
+
+    def _rank_online(
+        self,
+        result: RecommendationResult,
+        user_id: str,
+        history: Sequence[Interaction],
+        seeds: Sequence[Interaction],
+        top_k: int,
+        exclude: Collection[str],
+        explain: bool,
+    ) -> tuple[list[Recommendation], dict[str, str]]:
+        budgets = self._settings.budgets
+        stats = result.read_stats
+        seed_ids = [row.item_id for row in seeds]
+        item_users = self._store.users_of_items(seed_ids, budgets.max_users_per_item, stats)
+        neighbours = select_neighbours(item_users, user_id, budgets.max_neighbours)
+        result.neighbours = len(neighbours)
+        result.source = "online"
+        if not neighbours:
+            return [], {}
+
+        neighbour_items = self._store.item_histories(neighbours, budgets.max_items_per_neighbour, stats)
+        # A neighbour's newest items may no longer include the seed that linked
+        # them to this user; the item index already showed that interaction, so
+        # add it back.
+        for item_id, users in item_users.items():
+            for neighbour in users:
+                if neighbour in neighbour_items:
+                    neighbour_items[neighbour].append(item_id)
+
+        seen = {row.item_id for row in history}
+        result.candidates = len(
+            {item for items in neighbour_items.values() for item in items} - seen - set(exclude)
+        )
+        user_items: dict[str, Collection[str]] = {**neighbour_items, user_id: list(seen)}
+        index = CooccurrenceIndex(user_items, self._settings.model)
+        ranked = recommend_from_index(index, history, seed_ids, top_k, exclude=exclude)
+
+        because: dict[str, str] = {}
+        if explain and ranked:
+            affinities = user_affinities(seeds, self._settings.model)
+            shares = seed_contributions(index, affinities, [rec.item_id for rec in ranked])
+            for item_id, contributions in shares.items():
+                seed = strongest_seed(contributions)
+                if seed is not None:
+                    because[item_id] = seed
+        return ranked, because

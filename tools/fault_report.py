@@ -82,7 +82,7 @@ def scenarios() -> list[Scenario]:
 
 
 def _load_app() -> Any:
-    for name in ("config", "interaction_store", "service", "explanations", "app"):
+    for name in ("config", "interaction_store", "model_store", "item_model", "service", "app"):
         sys.modules.pop(name, None)
     return importlib.import_module("app")
 

@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, assume, settings
 from schemathesis import Case
 
 from tools.fuzz_api import checks_for, fits_url_quota, load_sample_log, load_schema
+from tools.template_table import create_model_table
 
 if TYPE_CHECKING:
     from tests.conftest import LocalTable
@@ -43,13 +44,28 @@ def sample_table(local_table: LocalTable, tmp_path_factory: pytest.TempPathFacto
     return local_table
 
 
+@pytest.fixture(scope="module")
+def model_table(sample_table: LocalTable) -> str:
+    """Build the item-similarity model of the sample log, so every route has data."""
+    from model_builder import BuilderSettings, build_model
+
+    name = f"{sample_table.name}-model"
+    create_model_table(sample_table.client, name)
+    build_model(
+        sample_table.client,
+        BuilderSettings(table_name=sample_table.name, model_table_name=name, scan_segments=1),
+    )
+    return name
+
+
 @pytest.fixture
 def stack(
     sample_table: LocalTable,
+    model_table: str,
     load_app: Callable[..., Any],
     serve_api: Callable[..., tuple[LocalApiServer, str]],
 ) -> Iterator[tuple[LocalApiServer, str]]:
-    app = load_app(sample_table.handler_env())
+    app = load_app({**sample_table.handler_env(), "MODEL_TABLE_NAME": model_table})
     yield serve_api(app.lambda_handler)
 
 

@@ -28,7 +28,14 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 EVENTS_DIR = REPO_ROOT / "events"
 TABLE_NAME = "UserInteractions"
 
-# user -> items. With the default model (alpha = beta = user weight exponent = 0.5)
+MODEL_ENV = {
+    "OVERLAP_EXPONENT": "1",
+    "SIMILARITY_ALPHA": "0.5",
+    "SIMILARITY_BETA": "0.5",
+    "USER_WEIGHT_EXPONENT": "0.5",
+}
+
+# user -> items. With the model of MODEL_ENV (alpha = beta = user weight exponent = 0.5)
 # the scores for u1 can be worked out by hand; see test_scores_match_formula.
 SMALL_LOG = {
     "u1": ["A", "B"],
@@ -72,6 +79,10 @@ def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("AWS_ENDPOINT_URL_DYNAMODB", raising=False)
     monkeypatch.setenv("TABLE_NAME", TABLE_NAME)
     monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "recommendations-test")
+    # The item-based form with cosine-like exponents, whose scores the tests
+    # below work out by hand; the tuned defaults are tested in the unit tests.
+    for name, value in MODEL_ENV.items():
+        monkeypatch.setenv(name, value)
 
 
 @pytest.fixture
@@ -182,6 +193,19 @@ def test_limit_defaults_to_ten(load_handler: Callable[[], Any], dynamodb: Any) -
     assert len(result["recommendations"]) == 10
     assert len(limited["recommendations"]) == 3
     assert limited["recommendations"] == result["recommendations"][:3]
+
+
+def test_default_model_excludes_seen(load_handler: Callable[[], Any], dynamodb: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    put_log(dynamodb, SMALL_LOG)
+    for name in MODEL_ENV:
+        monkeypatch.delenv(name)
+    module = load_handler()
+
+    result = module.lambda_handler({"user_id": "u1", "explain": True}, FakeContext())
+    returned = {row["item_id"] for row in result["recommendations"]}
+
+    assert returned == {"C", "D"}
+    assert all(row["because"] in SMALL_LOG["u1"] for row in result["recommendations"])
 
 
 def test_unknown_user_gets_empty_list(handler: Any) -> None:

@@ -35,7 +35,7 @@ def policy_statements(function: dict[str, Any]) -> list[dict[str, Any]]:
 def test_function_may_only_query_indexes(function: dict[str, Any]) -> None:
     statements = {statement["Sid"]: statement for statement in policy_statements(function)}
 
-    assert set(statements) == {"QueryInteractionIndexes", "CheckSeenItems"}
+    assert set(statements) == {"QueryInteractionIndexes", "CheckSeenItems", "ReadModel"}
     assert all(statement["Effect"] == "Allow" for statement in statements.values())
     assert statements["QueryInteractionIndexes"]["Action"] == ["dynamodb:Query"]
     assert statements["QueryInteractionIndexes"]["Resource"] == [
@@ -44,6 +44,18 @@ def test_function_may_only_query_indexes(function: dict[str, Any]) -> None:
     ]
     assert statements["CheckSeenItems"]["Action"] == ["dynamodb:BatchGetItem"]
     assert statements["CheckSeenItems"]["Resource"] == [{"Fn::GetAtt": ["UserInteractionsTable", "Arn"]}]
+    assert statements["ReadModel"]["Action"] == ["dynamodb:GetItem", "dynamodb:BatchGetItem"]
+    assert statements["ReadModel"]["Resource"] == [{"Fn::GetAtt": ["RecommendationModelTable", "Arn"]}]
+
+
+def test_only_builder_may_scan(template: dict[str, Any]) -> None:
+    scanners = [
+        name
+        for name, resource in template["Resources"].items()
+        if resource["Type"] == "AWS::Serverless::Function" and "dynamodb:Scan" in repr(resource["Properties"].get("Policies"))
+    ]
+
+    assert scanners == ["ModelBuilderFunction"]
 
 
 def test_policy_has_no_scan_or_writes(function: dict[str, Any]) -> None:
@@ -107,7 +119,11 @@ def test_every_get_requires_auth(template: dict[str, Any]) -> None:
     methods = api_methods(template)
     gets = {key: operation for key, operation in methods.items() if key[1] == "get"}
 
-    assert set(gets) == {("/recommendations/{user_id}", "get"), ("/recommendations", "get")}
+    assert set(gets) == {
+        ("/recommendations/{user_id}", "get"),
+        ("/recommendations", "get"),
+        ("/items/{item_id}/similar", "get"),
+    }
     for operation in gets.values():
         assert operation["security"] == {"Fn::If": ["UseApiKey", [{"api_key": []}], [{"sigv4": []}]]}
 
@@ -116,7 +132,7 @@ def test_preflight_exists_only_with_cors(template: dict[str, Any]) -> None:
     methods = api_methods(template)
     options = [operation for key, operation in methods.items() if key[1] == "options"]
 
-    assert len(options) == 2
+    assert len(options) == 3
     for operation in options:
         condition, enabled, disabled = operation["Fn::If"]
         assert condition == "HasCors"
