@@ -55,7 +55,7 @@ logger = Logger()
 tracer = Tracer()
 metrics = Metrics(namespace=os.environ.get(METRICS_NAMESPACE) or DEFAULT_METRICS_NAMESPACE)
 # With an allowed origin set, responses carry the CORS headers that browsers
-# check; API Gateway answers the preflight OPTIONS request itself.
+# check. API Gateway responds to the preflight OPTIONS request itself.
 _cors_origin = os.environ.get(CORS_ALLOW_ORIGIN, "").strip()
 app = APIGatewayRestResolver(cors=CORSConfig(allow_origin=_cors_origin) if _cors_origin else None)
 

@@ -219,7 +219,7 @@ class RecommendationService:
             return [], {}
 
         # NOTE: seeds missing from the model (items new since the last build)
-        # add nothing until the next build; only a model with none of the seeds
+        # add nothing until the next build. Only a model with none of the seeds
         # falls back to the online computation.
         result.source = "model"
         similarity = {item_id: dict(neighbours) for item_id, neighbours in rows.items()}
@@ -263,8 +263,8 @@ class RecommendationService:
 
         neighbour_items = self._store.item_histories(neighbours, budgets.max_items_per_neighbour, stats)
         # A neighbour's newest items may no longer include the seed that linked
-        # them to this user; the item index already showed that interaction, so
-        # add it back.
+        # them to this user. The item index already showed that interaction, so
+        # it is added back.
         for item_id, users in item_users.items():
             for neighbour in users:
                 if neighbour in neighbour_items:

@@ -35,11 +35,12 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from dataclasses import replace
 from typing import Any
 
 import tools.evaluation  # noqa: F401  (puts src/ on the path before the imports below)
 from config import Budgets
-from item_model import DEFAULT_NEIGHBOURS_PER_ITEM
+from item_model import DEFAULT_NEIGHBOURS_PER_ITEM, ITEM_MODEL_BASE
 from recommender import ModelConfig
 from tools.evaluation.data import DatasetError, read_ratings, split_per_user
 from tools.evaluation.runner import evaluate_scorer, sample_users
@@ -218,6 +219,28 @@ def model_config(args: argparse.Namespace) -> ModelConfig:
     return ModelConfig(**options)
 
 
+EXPONENT_FLAGS = ("--alpha", "--beta", "--user-weight-exponent")
+
+
+def item_model_base(args: argparse.Namespace) -> ModelConfig:
+    """Return the exponents of the precomputed model, as the deployed builder uses them.
+
+    The builder has its own defaults (item_model.ITEM_MODEL_BASE); exponents given
+    on the command line replace them, as the same environment variables would.
+    """
+    given = set(getattr(args, "explicit_flags", ()))
+    return replace(
+        ITEM_MODEL_BASE,
+        alpha=args.alpha if "--alpha" in given else ITEM_MODEL_BASE.alpha,
+        beta=args.beta if "--beta" in given else ITEM_MODEL_BASE.beta,
+        user_weight_exponent=(
+            args.user_weight_exponent
+            if "--user-weight-exponent" in given
+            else ITEM_MODEL_BASE.user_weight_exponent
+        ),
+    )
+
+
 def budgets_of(args: argparse.Namespace) -> Budgets:
     budgets = Budgets(
         **{field.name: getattr(args, field.name) for field in dataclasses.fields(Budgets)}
@@ -297,7 +320,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         scorer = CoreScorer(split.train, config)
     else:
         model_neighbours = args.model_neighbours if args.source == "model" else None
-        scorer = ServedScorer(split.train, config, budgets, model_neighbours)
+        scorer = ServedScorer(
+            split.train, config, budgets, model_neighbours, item_model_base=item_model_base(args)
+        )
     summary = evaluate_scorer(scorer, split, users, catalogue_size, top_k, "model", progress)
     print(_table_row("model", summary, top_k))
 
@@ -352,6 +377,8 @@ def log_name(path: Path) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    raw_args = sys.argv[1:] if argv is None else list(argv)
+    args.explicit_flags = [flag for flag in EXPONENT_FLAGS if any(a == flag or a.startswith(flag + "=") for a in raw_args)]
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

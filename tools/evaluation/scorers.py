@@ -123,13 +123,15 @@ class ServedScorer:
         config: ModelConfig,
         budgets: Budgets,
         model_neighbours: int | None = None,
+        item_model_base: ModelConfig | None = None,
     ) -> None:
         self.config = config
         self.budgets = budgets
         self.store = InMemoryInteractionStore(train)
         self.model_store: InMemoryModelStore | None = None
         if model_neighbours is not None:
-            # The model builder's configuration: the request path's exponents, p = 1, N.
+            # The model builder's configuration: its own exponents (item_model_base,
+            # default the request path's), p = 1 and N.
             records = (
                 InteractionRecord(
                     user_id, row.item_id, row.interaction_type, row.timestamp, row.weight
@@ -137,7 +139,9 @@ class ServedScorer:
                 for user_id, history in train.items()
                 for row in history
             )
-            model = build_item_model(records, similarity_config(model_neighbours, config))
+            model = build_item_model(
+                records, similarity_config(model_neighbours, item_model_base or config)
+            )
             self.model_store = InMemoryModelStore(model)
         settings = Settings(
             table_name="in-memory",
