@@ -55,13 +55,14 @@ from schemathesis.specs.openapi.checks import (
 from tools.dynalite import Dynalite, DynaliteError
 from tools.loader import LoaderError, LoadReport, load_file
 from tools.local_api import LocalApiServer, default_handler, serve_in_thread
-from tools.template_table import create_table, function_settings
+from tools.template_table import create_model_table, create_table, function_settings
 
 logger = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 OPENAPI_PATH = REPO_ROOT / "docs" / "openapi.yaml"
 FUZZ_TABLE_NAME = "FuzzInteractions"
+FUZZ_MODEL_TABLE_NAME = "FuzzModels"
 
 USER_ROUTE = "/recommendations/{user_id}"
 USER_PATH_PREFIX = "/recommendations/"
@@ -436,8 +437,22 @@ def local_stack(*, handler_log_level: str = "WARNING") -> Iterator[tuple[LocalAp
             dynalite.endpoint_url,
         )
 
+        # Every route gets data: the similar-items route reads the built model.
+        if str(REPO_ROOT / "src") not in sys.path:
+            sys.path.insert(0, str(REPO_ROOT / "src"))
+        from model_builder import BuilderSettings, build_model
+
+        create_model_table(client, FUZZ_MODEL_TABLE_NAME)
+        build_model(
+            client,
+            BuilderSettings(
+                table_name=FUZZ_TABLE_NAME, model_table_name=FUZZ_MODEL_TABLE_NAME, scan_segments=1
+            ),
+        )
+
         _point_process_at_local_endpoint(dynalite.endpoint_url)
         os.environ.update(function_settings(table_name=FUZZ_TABLE_NAME).environment)
+        os.environ["MODEL_TABLE_NAME"] = FUZZ_MODEL_TABLE_NAME
         os.environ["POWERTOOLS_LOG_LEVEL"] = handler_log_level
         server, base_url = serve_in_thread(0, handler=default_handler())
         logger.info("Local stack ready at %s in %.1f s", base_url, time.monotonic() - started)
