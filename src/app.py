@@ -234,24 +234,30 @@ def _json_response(status: int, body: dict[str, Any], headers: dict[str, str] | 
     )
 
 
+def decode_path_segment(value: str, field: str) -> str:
+    """Percent-decode one path segment exactly once, as REST APIs deliver it still encoded."""
+    try:
+        return unquote(value, errors="strict")
+    except UnicodeDecodeError:
+        raise RequestValidationError(field, f"{field} is not valid percent-encoded UTF-8") from None
+
+
+def single_query_value(name: str) -> str | None:
+    """Return the one value of query parameter ``name``, None when absent."""
+    query = app.current_event.multi_value_query_string_parameters or {}
+    values = query.get(name) or []
+    if len(values) > 1:
+        raise RequestValidationError(name, f"{name} must be given at most once")
+    return values[0] if values else None
+
+
 @app.get("/recommendations/<user_id>")
 def get_recommendations(user_id: str) -> dict[str, Any]:
-    # REST APIs deliver the path still percent-encoded; decode it exactly once.
-    try:
-        decoded_user_id = unquote(user_id, errors="strict")
-    except UnicodeDecodeError:
-        raise RequestValidationError("user_id", "user_id is not valid percent-encoded UTF-8") from None
-
+    decoded_user_id = decode_path_segment(user_id, "user_id")
+    limit = validate_limit(single_query_value("limit"))
     query = app.current_event.multi_value_query_string_parameters or {}
-    limit_values = query.get("limit") or []
-    if len(limit_values) > 1:
-        raise RequestValidationError("limit", "limit must be given at most once")
-    limit = validate_limit(limit_values[0] if limit_values else None)
     exclude = validate_exclude(query.get("exclude"))
-    explain_values = query.get("explain") or []
-    if len(explain_values) > 1:
-        raise RequestValidationError("explain", "explain must be given at most once")
-    explain = validate_explain(explain_values[0] if explain_values else None)
+    explain = validate_explain(single_query_value("explain"))
     return _recommend(validate_user_id(decoded_user_id), limit, exclude, explain)
 
 
@@ -271,16 +277,8 @@ def validate_item_id(value: str) -> str:
 
 @app.get("/items/<item_id>/similar")
 def get_similar_items(item_id: str) -> dict[str, Any]:
-    try:
-        decoded_item_id = unquote(item_id, errors="strict")
-    except UnicodeDecodeError:
-        raise RequestValidationError("item_id", "item_id is not valid percent-encoded UTF-8") from None
-
-    query = app.current_event.multi_value_query_string_parameters or {}
-    limit_values = query.get("limit") or []
-    if len(limit_values) > 1:
-        raise RequestValidationError("limit", "limit must be given at most once")
-    limit = validate_limit(limit_values[0] if limit_values else None)
+    decoded_item_id = decode_path_segment(item_id, "item_id")
+    limit = validate_limit(single_query_value("limit"))
     return _similar(validate_item_id(decoded_item_id), limit)
 
 
