@@ -66,7 +66,7 @@ MAX_ITEM_ID_BYTES = 1024
 
 
 class ConfigurationError(ValueError):
-    """An environment variable is missing or holds an invalid value."""
+    """An environment variable is missing or has an invalid value."""
 
 
 @dataclass(frozen=True)
@@ -124,7 +124,8 @@ class Settings:
     dynamodb_read_timeout_seconds: float = 2.0
 
 
-def _read_int(environ: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+def read_int(environ: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    """Read integer variable ``name``: ``default`` when unset, else a value from low to high."""
     raw = environ.get(name, "").strip()
     if not raw:
         return default
@@ -137,7 +138,8 @@ def _read_int(environ: Mapping[str, str], name: str, default: int, low: int, hig
     return value
 
 
-def _read_float(environ: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
+def read_float(environ: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
+    """Read number variable ``name``: ``default`` when unset, else a value from low to high."""
     raw = environ.get(name, "").strip()
     if not raw:
         return default
@@ -159,7 +161,7 @@ def _read_optional_int(
         return default
     if raw.lower() in _OFF_WORDS:
         return None
-    return _read_int(environ, name, low, low, high)
+    return read_int(environ, name, low, low, high)
 
 
 def _read_optional_float(
@@ -171,7 +173,7 @@ def _read_optional_float(
         return default
     if raw.lower() in _OFF_WORDS:
         return None
-    return _read_float(environ, name, low, low, high)
+    return read_float(environ, name, low, low, high)
 
 
 def _read_bool(environ: Mapping[str, str], name: str, default: bool) -> bool:
@@ -230,7 +232,7 @@ def load_model_config(environ: Mapping[str, str] | None = None) -> ModelConfig:
     """Build the model parameters from ``environ`` (default ``os.environ``); unset means default."""
     env = os.environ if environ is None else environ
     defaults = ModelConfig()
-    overlap_exponent = _read_float(
+    overlap_exponent = read_float(
         env, OVERLAP_EXPONENT, defaults.overlap_exponent, 0.0, MAX_OVERLAP_EXPONENT
     )
     neighbours_per_item = _read_optional_int(
@@ -246,9 +248,9 @@ def load_model_config(environ: Mapping[str, str] | None = None) -> ModelConfig:
         env, HALF_LIFE_DAYS, defaults.half_life_days, MIN_HALF_LIFE_DAYS, MAX_HALF_LIFE_DAYS
     )
     return ModelConfig(
-        alpha=_read_float(env, SIMILARITY_ALPHA, defaults.alpha, 0.0, MAX_NORMALISATION_EXPONENT),
-        beta=_read_float(env, SIMILARITY_BETA, defaults.beta, 0.0, MAX_NORMALISATION_EXPONENT),
-        user_weight_exponent=_read_float(
+        alpha=read_float(env, SIMILARITY_ALPHA, defaults.alpha, 0.0, MAX_NORMALISATION_EXPONENT),
+        beta=read_float(env, SIMILARITY_BETA, defaults.beta, 0.0, MAX_NORMALISATION_EXPONENT),
+        user_weight_exponent=read_float(
             env,
             USER_WEIGHT_EXPONENT,
             defaults.user_weight_exponent,
@@ -258,7 +260,7 @@ def load_model_config(environ: Mapping[str, str] | None = None) -> ModelConfig:
         overlap_exponent=overlap_exponent,
         neighbours_per_item=neighbours_per_item,
         event_weights=_read_event_weights(env, defaults.event_weights),
-        default_event_weight=_read_float(
+        default_event_weight=read_float(
             env, DEFAULT_EVENT_WEIGHT, defaults.default_event_weight, 0.0, MAX_EVENT_WEIGHT
         ),
         rating_as_weight=_read_bool(env, RATING_AS_WEIGHT, defaults.rating_as_weight),
@@ -276,14 +278,14 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
 
     defaults = Budgets()
     budgets = Budgets(
-        max_history_items=_read_int(env, MAX_HISTORY_ITEMS, defaults.max_history_items, 1, 10_000),
-        max_seed_items=_read_int(env, MAX_SEED_ITEMS, defaults.max_seed_items, 1, 1_000),
-        max_users_per_item=_read_int(env, MAX_USERS_PER_ITEM, defaults.max_users_per_item, 1, 10_000),
-        max_neighbours=_read_int(env, MAX_NEIGHBOURS, defaults.max_neighbours, 1, 10_000),
-        max_items_per_neighbour=_read_int(
+        max_history_items=read_int(env, MAX_HISTORY_ITEMS, defaults.max_history_items, 1, 10_000),
+        max_seed_items=read_int(env, MAX_SEED_ITEMS, defaults.max_seed_items, 1, 1_000),
+        max_users_per_item=read_int(env, MAX_USERS_PER_ITEM, defaults.max_users_per_item, 1, 10_000),
+        max_neighbours=read_int(env, MAX_NEIGHBOURS, defaults.max_neighbours, 1, 10_000),
+        max_items_per_neighbour=read_int(
             env, MAX_ITEMS_PER_NEIGHBOUR, defaults.max_items_per_neighbour, 1, 10_000
         ),
-        max_model_seed_items=_read_int(
+        max_model_seed_items=read_int(
             env, MAX_MODEL_SEED_ITEMS, defaults.max_model_seed_items, 1, 10_000
         ),
     )
@@ -301,10 +303,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         item_users_index=env.get(ITEM_USERS_INDEX, "").strip() or DEFAULT_ITEM_USERS_INDEX,
         budgets=budgets,
         model=model,
-        max_concurrent_queries=_read_int(env, MAX_CONCURRENT_QUERIES, 16, 1, 256),
-        dynamodb_max_attempts=_read_int(env, DYNAMODB_MAX_ATTEMPTS, 4, 1, 10),
-        dynamodb_connect_timeout_seconds=_read_float(
+        max_concurrent_queries=read_int(env, MAX_CONCURRENT_QUERIES, 16, 1, 256),
+        dynamodb_max_attempts=read_int(env, DYNAMODB_MAX_ATTEMPTS, 4, 1, 10),
+        dynamodb_connect_timeout_seconds=read_float(
             env, DYNAMODB_CONNECT_TIMEOUT_SECONDS, 1.0, 0.1, 60.0
         ),
-        dynamodb_read_timeout_seconds=_read_float(env, DYNAMODB_READ_TIMEOUT_SECONDS, 2.0, 0.1, 60.0),
+        dynamodb_read_timeout_seconds=read_float(env, DYNAMODB_READ_TIMEOUT_SECONDS, 2.0, 0.1, 60.0),
     )

@@ -25,11 +25,11 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.config import Config
 
-from config import ConfigurationError, load_settings
+from config import ConfigurationError, load_settings, read_int
 from interaction_store import ReadStats, StoreError
 from item_model import (
-    ITEM_MODEL_EXPONENTS,
     DEFAULT_NEIGHBOURS_PER_ITEM,
+    ITEM_MODEL_EXPONENTS,
     MAX_NEIGHBOURS_PER_ITEM,
     ItemModel,
     group_by_user,
@@ -86,22 +86,11 @@ class BuilderSettings:
     model: ModelConfig = field(default_factory=similarity_config)
 
 
-def _read_int(environ: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
-    value = _read_optional_int(environ, name, low, high)
-    return default if value is None else value
-
-
 def _read_optional_int(environ: Mapping[str, str], name: str, low: int, high: int) -> int | None:
-    raw = environ.get(name, "").strip()
-    if not raw:
+    """Read an integer variable that has no default: None when unset."""
+    if not environ.get(name, "").strip():
         return None
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigurationError(f"{name} must be an integer, got {raw!r}") from None
-    if not low <= value <= high:
-        raise ConfigurationError(f"{name} must be between {low} and {high}, got {value}")
-    return value
+    return read_int(environ, name, low, low, high)
 
 
 def _required(environ: Mapping[str, str], name: str, what: str) -> str:
@@ -140,7 +129,7 @@ def load_builder_settings(environ: Mapping[str, str] | None = None) -> BuilderSe
                 f" units per second, got {raw_capacity!r}"
             )
 
-    neighbours = _read_int(
+    neighbours = read_int(
         env, MODEL_NEIGHBOURS_PER_ITEM, DEFAULT_NEIGHBOURS_PER_ITEM, 1, MAX_NEIGHBOURS_PER_ITEM
     )
     # load_settings reads the exponents with the request path's names and ranges;
@@ -150,11 +139,11 @@ def load_builder_settings(environ: Mapping[str, str] | None = None) -> BuilderSe
         table_name=table_name,
         model_table_name=model_table_name,
         read_capacity_per_second=read_capacity,
-        scan_segments=_read_int(env, BUILDER_SCAN_SEGMENTS, DEFAULT_SCAN_SEGMENTS, 1, 64),
+        scan_segments=read_int(env, BUILDER_SCAN_SEGMENTS, DEFAULT_SCAN_SEGMENTS, 1, 64),
         neighbours_per_item=neighbours,
         max_items_per_user=_read_optional_int(env, MODEL_MAX_ITEMS_PER_USER, 1, 1_000_000),
         retention_hours=retention_hours_from_env(env),
-        write_concurrency=_read_int(
+        write_concurrency=read_int(
             env, BUILDER_WRITE_CONCURRENCY, DEFAULT_WRITE_CONCURRENCY, 1, 64
         ),
         model=similarity_config(neighbours, base),

@@ -40,7 +40,7 @@ from aws_lambda_powertools import Logger
 from botocore.exceptions import BotoCoreError, ClientError, ReadTimeoutError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
-from config import ConfigurationError
+from config import read_float
 from interaction_store import RETRYABLE_ERROR_CODES, ReadStats, StoreError, StoreUnavailableError
 from item_model import (
     InteractionRecord,
@@ -139,25 +139,10 @@ def meta_key(version: str) -> str:
     return f"v#{version}#meta"
 
 
-def _read_number(
-    environ: Mapping[str, str], name: str, default: float, low: float, high: float
-) -> float:
-    raw = environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigurationError(f"{name} must be a number, got {raw!r}") from None
-    if not low <= value <= high:
-        raise ConfigurationError(f"{name} must be between {low:g} and {high:g}, got {raw!r}")
-    return value
-
-
 def cache_seconds_from_env(environ: Mapping[str, str] | None = None) -> float:
     """Read MODEL_CACHE_SECONDS (default 60, 0 turns the cache off, at most 3600)."""
     env = os.environ if environ is None else environ
-    return _read_number(env, MODEL_CACHE_SECONDS, DEFAULT_CACHE_SECONDS, 0.0, 3600.0)
+    return read_float(env, MODEL_CACHE_SECONDS, DEFAULT_CACHE_SECONDS, 0.0, 3600.0)
 
 
 def retention_hours_from_env(environ: Mapping[str, str] | None = None) -> float:
@@ -167,7 +152,7 @@ def retention_hours_from_env(environ: Mapping[str, str] | None = None) -> float:
     more often than that.
     """
     env = os.environ if environ is None else environ
-    return _read_number(env, MODEL_RETENTION_HOURS, DEFAULT_RETENTION_HOURS, 1.0, 8760.0)
+    return read_float(env, MODEL_RETENTION_HOURS, DEFAULT_RETENTION_HOURS, 1.0, 8760.0)
 
 
 # --------------------------------------------------------------------------- errors
