@@ -3,12 +3,13 @@
 Two callers share one handler:
 
 - API Gateway REST proxy events for ``GET /recommendations/{user_id}?limit=N&exclude=ID&explain=true``,
-  answered with an HTTP response whose body is JSON.
+  which get an HTTP response with a JSON body.
 - Direct invocation with ``{"user_id": "...", "limit": N, "exclude": [...], "explain": bool}``
-  (all but ``user_id`` optional), answered with the
-  same JSON object as a plain dict, or ``{"statusCode": 4xx/5xx, "message": ...}``.
+  (all but ``user_id`` optional), which gets the same JSON object as a plain dict, or
+  ``{"statusCode": 4xx/5xx, "message": ...}``.
 
 Both return ``{"user_id": ..., "recommendations": [{"item_id": ..., "score": ...}]}``.
+``GET /items/{item_id}/similar`` returns ``{"item_id": ..., "similar": [...]}`` from the model.
 """
 
 from __future__ import annotations
@@ -96,19 +97,24 @@ def _build_service() -> tuple[RecommendationService | None, ConfigurationError |
 _service, _configuration_error = _build_service()
 
 
+def check_key_size(value: str, field: str, label: str, max_bytes: int) -> None:
+    """Raise RequestValidationError unless ``value`` encodes to at most ``max_bytes`` of UTF-8."""
+    try:
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise RequestValidationError(field, f"{label} is not valid Unicode text") from None
+    if size > max_bytes:
+        raise RequestValidationError(
+            field, f"{label} is {size} bytes in UTF-8; the maximum is {max_bytes}"
+        )
+
+
 def validate_user_id(value: Any) -> str:
     if not isinstance(value, str):
         raise RequestValidationError("user_id", "user_id must be a string")
     if not value:
         raise RequestValidationError("user_id", "user_id must not be empty")
-    try:
-        size = len(value.encode("utf-8"))
-    except UnicodeEncodeError:
-        raise RequestValidationError("user_id", "user_id is not valid Unicode text") from None
-    if size > MAX_USER_ID_BYTES:
-        raise RequestValidationError(
-            "user_id", f"user_id is {size} bytes in UTF-8; the maximum is {MAX_USER_ID_BYTES}"
-        )
+    check_key_size(value, "user_id", "user_id", MAX_USER_ID_BYTES)
     return value
 
 
@@ -145,14 +151,7 @@ def validate_exclude(values: Any) -> frozenset[str]:
     for value in values:
         if not isinstance(value, str) or not value:
             raise RequestValidationError("exclude", "each exclude value must be a non-empty string")
-        try:
-            size = len(value.encode("utf-8"))
-        except UnicodeEncodeError:
-            raise RequestValidationError("exclude", "exclude values must be valid Unicode text") from None
-        if size > MAX_ITEM_ID_BYTES:
-            raise RequestValidationError(
-                "exclude", f"an exclude value is {size} bytes in UTF-8; the maximum is {MAX_ITEM_ID_BYTES}"
-            )
+        check_key_size(value, "exclude", "an exclude value", MAX_ITEM_ID_BYTES)
     return frozenset(values)
 
 
@@ -264,14 +263,7 @@ def get_recommendations(user_id: str) -> dict[str, Any]:
 def validate_item_id(value: str) -> str:
     if not value:
         raise RequestValidationError("item_id", "item_id must not be empty")
-    try:
-        size = len(value.encode("utf-8"))
-    except UnicodeEncodeError:
-        raise RequestValidationError("item_id", "item_id is not valid Unicode text") from None
-    if size > MAX_ITEM_ID_BYTES:
-        raise RequestValidationError(
-            "item_id", f"item_id is {size} bytes in UTF-8; the maximum is {MAX_ITEM_ID_BYTES}"
-        )
+    check_key_size(value, "item_id", "item_id", MAX_ITEM_ID_BYTES)
     return value
 
 

@@ -293,9 +293,9 @@ class InteractionStore:
                 raise StoreUnavailableError(f"DynamoDB is unavailable: {code}", error_code=code) from error
             raise StoreError(f"DynamoDB {operation} failed: {code}", error_code=code) from error
         except (BotoConnectionError, ReadTimeoutError) as error:
-            logger.error("DynamoDB did not answer", extra={"error": str(error), "index": index_name})
+            logger.error("DynamoDB timed out or was unreachable", extra={"error": str(error), "index": index_name})
             raise StoreUnavailableError(
-                f"DynamoDB did not answer: {type(error).__name__}", error_code=type(error).__name__
+                f"DynamoDB timed out or was unreachable: {type(error).__name__}", error_code=type(error).__name__
             ) from error
         except BotoCoreError as error:
             logger.error("DynamoDB client failed", extra={"error": str(error), "index": index_name})

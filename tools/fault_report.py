@@ -141,7 +141,7 @@ def run_scenario(app: Any, scenario: Scenario, caller: str, failed_round: int) -
         else:
             body = app.lambda_handler({"user_id": "u1"}, _Context())
             status = body.get("statusCode", 200)
-            retry_after = None  # direct callers get no headers; the 503 status says retry
+            retry_after = None  # Direct callers get no headers; the 503 status tells them to retry.
     finally:
         client.query = real_query
 
