@@ -31,6 +31,8 @@ logger = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DYNALITE_BIN = REPO_ROOT / "node_modules" / ".bin" / "dynalite"
 HOST = "127.0.0.1"
+# No table of this name is ever created; asking for it shows that the server answers.
+READINESS_PROBE_TABLE = "dynalite-readiness-probe"
 
 # Credentials and Region for talking to a local server, which checks neither.
 LOCAL_CREDENTIALS = {
@@ -90,7 +92,7 @@ class Dynalite:
 
     `port=0` or None picks a free port. `data_dir` keeps the tables in a LevelDB folder
     there (created if missing), otherwise they live in memory and vanish on stop.
-    `startup_timeout_s` bounds the wait for the first successful ListTables call.
+    `startup_timeout_s` bounds the wait for the first successful DescribeTable answer.
     """
 
     def __init__(
@@ -124,7 +126,7 @@ class Dynalite:
         return local_client(self.endpoint_url)
 
     def start(self) -> Self:
-        """Start dynalite and wait until it lists tables; raise DynaliteError otherwise."""
+        """Start dynalite and wait until it answers DescribeTable; raise DynaliteError otherwise."""
         if self.running:
             return self
         self._check_installed()
@@ -245,13 +247,21 @@ class Dynalite:
                     f"{self.endpoint_url}.{hint} Its output:\n{self._read_output()}"
                 )
             try:
-                client.list_tables(Limit=1)
+                # dynalite 4.0.0 answers ListTables by reading every key of its data folder,
+                # which takes minutes with millions of items. DescribeTable of a table that
+                # does not exist is answered from one key lookup.
+                client.describe_table(TableName=READINESS_PROBE_TABLE)
                 return
-            except (BotoCoreError, ClientError) as error:
+            except ClientError as error:
+                if error.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
+                    return
+                last_error = error
+                time.sleep(0.1)
+            except BotoCoreError as error:
                 last_error = error
                 time.sleep(0.1)
         raise DynaliteError(
-            f"dynalite did not respond to ListTables on {self.endpoint_url} within "
+            f"dynalite did not answer DescribeTable on {self.endpoint_url} within "
             f"{self.startup_timeout_s:.0f} s (last error: {last_error}). "
             f"Its output:\n{self._read_output()}"
         )
