@@ -208,6 +208,9 @@ def _record_metrics(result: RecommendationResult) -> None:
         metrics.add_metric(name="EmptyResults", unit=MetricUnit.Count, value=1)
     if result.source == "online" and _service is not None and _service.has_model:
         metrics.add_metric(name="Fallbacks", unit=MetricUnit.Count, value=1)
+    if result.fallback_seeds:
+        # Seeds newer than the model, ranked online: a count that grows until the next build.
+        metrics.add_metric(name="SeedsRankedOnline", unit=MetricUnit.Count, value=result.fallback_seeds)
 
 
 def _record_error(status: int) -> None:

@@ -489,3 +489,27 @@ def recommend_from_neighbourhood(
     user_items[target_user] = [row.item_id for row in history]
     index = CooccurrenceIndex(user_items, config)
     return recommend_from_index(index, history, seed_items, top_k, exclude)
+
+
+def blend_rankings(
+    rankings: Sequence[tuple[Sequence[Recommendation], float]], top_k: int
+) -> list[Recommendation]:
+    """Merge ranked lists whose scores are on different scales into one list of ``top_k``.
+
+    Each entry is (ranking, weight). A ranking's scores are divided by its best
+    score, so each list spans (0, 1], and then multiplied by its weight; an item
+    in several lists adds its parts. The service weights a list by the share of
+    the user's seed affinity behind it. Rankings that are empty, or have a
+    weight or best score of 0 or less, are skipped.
+    """
+    _check_top_k(top_k)
+    blended: dict[str, float] = defaultdict(float)
+    for ranking, weight in rankings:
+        if not ranking or weight <= 0:
+            continue
+        best = max(rec.score for rec in ranking)
+        if best <= 0:
+            continue
+        for rec in ranking:
+            blended[rec.item_id] += weight * rec.score / best
+    return _top_k(blended.items(), top_k, ())

@@ -8,6 +8,9 @@ Three sources, tried in this order:
 - ``online``: no model, or none of the seeds is in it yet. The newest users of
   each seed item, then the newest items of the neighbours who share the most
   seeds (Queries run concurrently), scored by ``recommender``'s online form.
+  When only some seeds are missing from the model (items new since the last
+  build), the online form runs for those seeds alone, and its ranking is
+  blended with the model's, each weighted by the affinity of its seeds.
 - ``popular``: the user has no interactions; the model's most popular items.
 
 Every round is bounded by ``config.Budgets``, so the cost of a request does not
@@ -29,6 +32,7 @@ from recommender import (
     CooccurrenceIndex,
     Interaction,
     Recommendation,
+    blend_rankings,
     recommend_from_index,
     score_items,
     seed_contributions,
@@ -43,6 +47,9 @@ from recommender import (
 # 4 of 10 items in the request benchmark. The check costs one BatchGetItem
 # round of limit * 10 keys (in batches of 100, concurrently).
 OVERFETCH_FACTOR = 10
+# Depth of each ranking that is blended, as a multiple of the requested count.
+# An item in second place on both sides must not be cut before the blend.
+BLEND_DEPTH = 3
 
 
 @dataclass(frozen=True)
@@ -61,6 +68,7 @@ class RecommendationResult:
     history_items: int = 0
     seed_items: int = 0
     uncovered_seeds: int = 0
+    fallback_seeds: int = 0
     neighbours: int = 0
     candidates: int = 0
     dropped_seen: int = 0
@@ -75,6 +83,7 @@ class RecommendationResult:
             "history_items": self.history_items,
             "seed_items": self.seed_items,
             "uncovered_seeds": self.uncovered_seeds,
+            "fallback_seeds": self.fallback_seeds,
             "neighbours": self.neighbours,
             "candidates": self.candidates,
             "dropped_seen": self.dropped_seen,
@@ -153,13 +162,18 @@ class RecommendationService:
                 # afford more seeds than the online path.
                 model_seeds = select_seed_items(history, budgets.max_model_seed_items)
                 ranked, because = self._rank_with_model(
-                    result, pointer.version, history, model_seeds, top_k, exclude, explain
+                    result, user_id, pointer.version, history, model_seeds, top_k, exclude, explain
                 )
             if result.source == "none":
-                ranked, because = self._rank_online(result, user_id, history, seeds, top_k, exclude, explain)
+                result.source = "online"
+                ranked, because = self._rank_online(
+                    result, user_id, history, seeds, top_k, exclude, explain
+                )
 
             if history_truncated and ranked:
-                older = self._store.interacted_items(user_id, [rec.item_id for rec in ranked], stats)
+                older = self._store.interacted_items(
+                    user_id, [rec.item_id for rec in ranked], stats
+                )
                 result.dropped_seen = len(older)
                 # NOTE: if more than (OVERFETCH_FACTOR - 1) * limit of the best
                 # candidates are older interactions, fewer than limit items return.
@@ -206,6 +220,7 @@ class RecommendationService:
     def _rank_with_model(
         self,
         result: RecommendationResult,
+        user_id: str,
         version: str,
         history: Sequence[Interaction],
         seeds: Sequence[Interaction],
@@ -217,20 +232,19 @@ class RecommendationService:
         seed_ids = [row.item_id for row in seeds]
         rows = self._model_store.neighbour_lists(version, seed_ids, result.read_stats)
         covered = [row for row in seeds if row.item_id in rows]
-        result.uncovered_seeds = len(seeds) - len(covered)
+        uncovered = [row for row in seeds if row.item_id not in rows]
+        result.uncovered_seeds = len(uncovered)
         result.seed_items = len(seeds)
         if not covered:
             return [], {}
 
-        # NOTE: seeds missing from the model (items new since the last build)
-        # add nothing until the next build. Only a model with none of the seeds
-        # falls back to the online computation.
         result.source = "model"
         similarity = {item_id: dict(neighbours) for item_id, neighbours in rows.items()}
         affinities = user_affinities(covered, self._settings.model)
         result.candidates = len({item for row in similarity.values() for item in row})
         seen = {row.item_id for row in history}
-        ranked = score_items(affinities, similarity, top_k, exclude=seen.union(exclude))
+        depth = top_k * BLEND_DEPTH if uncovered else top_k
+        ranked = score_items(affinities, similarity, depth, exclude=seen.union(exclude))
 
         because: dict[str, str] = {}
         if explain:
@@ -243,6 +257,53 @@ class RecommendationService:
                 seed = strongest_seed(shares)
                 if seed is not None:
                     because[rec.item_id] = seed
+        if not uncovered:
+            return ranked, because
+        return self._blend_new_seeds(
+            result, user_id, history, uncovered, (ranked, because, sum(affinities.values())),
+            top_k, exclude, explain,
+        )  # fmt: skip
+
+    def _blend_new_seeds(
+        self,
+        result: RecommendationResult,
+        user_id: str,
+        history: Sequence[Interaction],
+        uncovered: Sequence[Interaction],
+        model_side: tuple[list[Recommendation], dict[str, str], float],
+        top_k: int,
+        exclude: Collection[str],
+        explain: bool,
+    ) -> tuple[list[Recommendation], dict[str, str]]:
+        """Rank the seeds missing from the model online and blend that with the model's ranking.
+
+        Only the newest ``max_seed_items`` missing seeds are read, within the
+        online budgets, so the two extra rounds stay bounded.
+        """
+        model_ranked, model_because, model_weight = model_side
+        fallback = select_seed_items(uncovered, self._settings.budgets.max_seed_items)
+        result.fallback_seeds = len(fallback)
+        online_ranked, online_because = self._rank_online(
+            result, user_id, history, fallback, top_k * BLEND_DEPTH, exclude, explain
+        )
+        online_weight = sum(user_affinities(fallback, self._settings.model).values())
+        ranked = blend_rankings(
+            [(model_ranked, model_weight), (online_ranked, online_weight)], top_k
+        )
+        if not explain:
+            return ranked, {}
+        # The seed named is the one from the side that gave the item the larger part.
+        model_scores = {rec.item_id: rec.score for rec in model_ranked}
+        online_scores = {rec.item_id: rec.score for rec in online_ranked}
+        model_best = max(model_scores.values(), default=1.0)
+        online_best = max(online_scores.values(), default=1.0)
+        because: dict[str, str] = {}
+        for rec in ranked:
+            model_part = model_weight * model_scores.get(rec.item_id, 0.0) / model_best
+            online_part = online_weight * online_scores.get(rec.item_id, 0.0) / online_best
+            side = model_because if model_part >= online_part else online_because
+            if rec.item_id in side:
+                because[rec.item_id] = side[rec.item_id]
         return ranked, because
 
     def _rank_online(
@@ -260,12 +321,13 @@ class RecommendationService:
         seed_ids = [row.item_id for row in seeds]
         item_users = self._store.users_of_items(seed_ids, budgets.max_users_per_item, stats)
         neighbours = select_neighbours(item_users, user_id, budgets.max_neighbours)
-        result.neighbours = len(neighbours)
-        result.source = "online"
+        result.neighbours += len(neighbours)
         if not neighbours:
             return [], {}
 
-        neighbour_items = self._store.item_histories(neighbours, budgets.max_items_per_neighbour, stats)
+        neighbour_items = self._store.item_histories(
+            neighbours, budgets.max_items_per_neighbour, stats
+        )
         # A neighbour's newest items may no longer include the seed that linked
         # them to this user. The item index already showed that interaction, so
         # it is added back.
@@ -275,7 +337,7 @@ class RecommendationService:
                     neighbour_items[neighbour].append(item_id)
 
         seen = {row.item_id for row in history}
-        result.candidates = len(
+        result.candidates += len(
             {item for items in neighbour_items.values() for item in items} - seen - set(exclude)
         )
         user_items: dict[str, Collection[str]] = {**neighbour_items, user_id: list(seen)}

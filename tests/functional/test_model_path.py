@@ -197,6 +197,34 @@ def test_items_new_since_build_fall_back_online(tables: Any, load_handler: Calla
     assert [row["item_id"] for row in result["recommendations"]] == ["H"]
 
 
+def test_new_seed_beside_covered_seeds_is_ranked_online(
+    tables: Any, load_handler: Callable[[], Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    build(tables)
+    # F and G are new since the build; "mixed" has one item in the model and one new item.
+    put_log(tables, {"late": ["F", "G"], "mixed": ["A", "F"]}, timestamp=1_800_000_000)
+    module = load_handler()
+
+    result, line = served_line(
+        module, lambda: module.lambda_handler({"user_id": "mixed", "limit": 10, "explain": True}, FakeContext())
+    )
+
+    recommended = {row["item_id"]: row for row in result["recommendations"]}
+    assert line["source"] == "model"
+    assert line["uncovered_seeds"] == 1
+    assert line["fallback_seeds"] == 1
+    # G comes only from the online ranking of F; B, C and D only from A's neighbour list.
+    assert "G" in recommended
+    assert recommended["G"]["because"] == "F"
+    assert {"B", "C", "D"} <= set(recommended)
+    assert not {"A", "F"} & set(recommended)
+    # History, neighbour lists, then the item index and the neighbours' histories.
+    assert line["rounds"] <= 4
+    emf = [json.loads(text) for text in capsys.readouterr().out.splitlines() if '"_aws"' in text]
+    assert emf
+    assert emf[-1]["SeedsRankedOnline"] == [1.0]
+
+
 def test_similar_items_route(tables: Any, load_handler: Callable[[], Any]) -> None:
     build(tables)
     module = load_handler()

@@ -510,3 +510,28 @@ def test_neighbours_ranked_by_shared_seeds() -> None:
 
     # u1 shares 3 seeds, u3 shares 2, u2 shares 1; the target never counts.
     assert neighbours == ["u1", "u3"]
+
+
+def test_blend_rankings_scales_each_list_to_its_best_score() -> None:
+    from recommender import Recommendation, blend_rankings
+
+    model = [Recommendation("a", 10.0), Recommendation("b", 5.0)]
+    online = [Recommendation("c", 0.2), Recommendation("b", 0.1)]
+
+    blended = blend_rankings([(model, 3.0), (online, 1.0)], 3)
+
+    # a: 3 * 1; b: 3 * 0.5 + 1 * 0.5; c: 1 * 1.
+    assert [(rec.item_id, rec.score) for rec in blended] == [("a", 3.0), ("b", 2.0), ("c", 1.0)]
+
+
+def test_blend_rankings_skips_empty_and_unweighted_lists() -> None:
+    from recommender import Recommendation, blend_rankings
+
+    only = [Recommendation("x", 4.0), Recommendation("y", 2.0)]
+
+    assert blend_rankings([(only, 1.0), ([], 5.0), ([Recommendation("z", 9.0)], 0.0)], 5) == [
+        Recommendation("x", 1.0),
+        Recommendation("y", 0.5),
+    ]
+    with pytest.raises(ValueError, match="top_k"):
+        blend_rankings([(only, 1.0)], 0)
