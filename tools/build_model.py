@@ -38,7 +38,7 @@ os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "recommendations")
 
 from config import ConfigurationError, load_settings
 from interaction_store import StoreError
-from item_model import ITEM_MODEL_EXPONENTS, DEFAULT_NEIGHBOURS_PER_ITEM, similarity_config
+from item_model import DEFAULT_NEIGHBOURS_PER_ITEM, ITEM_MODEL_EXPONENTS, similarity_config
 from model_builder import (
     DEFAULT_READ_CAPACITY_PER_SECOND,
     DEFAULT_SCAN_SEGMENTS,

@@ -34,8 +34,8 @@ import platform
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import tools.evaluation  # noqa: F401  (puts src/ on the path before the imports below)

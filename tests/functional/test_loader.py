@@ -26,7 +26,6 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError
 from moto import mock_aws
 
-from tools.template_table import create_table
 from tools import loader
 from tools.interaction_formats import (
     READERS,
@@ -46,6 +45,7 @@ from tools.loader import (
     load_file,
     main,
 )
+from tools.template_table import create_table
 
 TABLE = "UserInteractions"
 REGION = "us-east-1"
