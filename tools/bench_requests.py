@@ -47,6 +47,7 @@ from types import FrameType
 from typing import IO, Any
 from urllib.parse import quote
 
+from tools.benchmark_page import configure_logging
 from tools.dynalite import HOST, Dynalite, DynaliteError, free_port
 from tools.interaction_formats import READERS, FormatError, ParsedRow, detect_format, open_text
 from tools.loader import LoaderError, load_file
@@ -151,6 +152,7 @@ class ServedRecord:
     seed_items: int
     neighbours: int
     elapsed_ms: float
+    source: str | None = None
 
 
 def parse_served_line(line: str) -> ServedRecord | None:
@@ -181,6 +183,7 @@ def parse_served_line(line: str) -> ServedRecord | None:
             seed_items=int(document["seed_items"]),
             neighbours=int(document["neighbours"]),
             elapsed_ms=float(document["elapsed_ms"]),
+            source=document.get("source"),
         )
     except (KeyError, TypeError, ValueError) as error:
         raise BenchmarkError(
@@ -1325,12 +1328,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark command line; return 0, 1 on a failure or failed check, 130 if stopped."""
     arguments = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(arguments)
-    logging.basicConfig(
-        level=logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    logging.getLogger("botocore").setLevel(logging.WARNING)
+    configure_logging()
     command = shlex.join([".venv/bin/python", "-m", "tools.bench_requests", *arguments])
     previous_handlers = {
         handled: signal.signal(handled, _stop_on_signal) for handled in HANDLED_SIGNALS
