@@ -274,6 +274,20 @@ class ModelStore:
             self._cached = (now, pointer)
         return pointer
 
+    def current_version_soon(self, stats: ReadStats) -> Future[ModelPointer | None]:
+        """Start ``current_version`` on the executor, so that it overlaps another read.
+
+        A cached pointer comes back as a finished future without using a thread.
+        """
+        now = self._clock()
+        with self._lock:
+            cached = self._cached
+        if cached is not None and now - cached[0] < self._cache_seconds:
+            done: Future[ModelPointer | None] = Future()
+            done.set_result(cached[1])
+            return done
+        return self._executor.submit(self.current_version, stats)
+
     def neighbour_lists(
         self, version: str, item_ids: Iterable[str], stats: ReadStats
     ) -> dict[str, list[tuple[str, float]]]:

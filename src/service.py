@@ -142,9 +142,12 @@ class RecommendationService:
         result = RecommendationResult(user_id=user_id, recommendations=[], read_stats=stats)
         budgets = self._settings.budgets
 
-        pointer = self._model_store.current_version(stats) if self._model_store else None
-        result.model_version = pointer.version if pointer else None
+        # The CURRENT pointer, when its cache has expired, is read while the
+        # history Query runs, so it adds no round of its own.
+        pending = self._model_store.current_version_soon(stats) if self._model_store else None
         history = self._store.user_history(user_id, budgets.max_history_items, stats)
+        pointer = pending.result() if pending is not None else None
+        result.model_version = pointer.version if pointer else None
         result.history_items = len(history)
 
         if not history:

@@ -7,6 +7,7 @@ import io
 import json
 import os
 import sys
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -151,6 +152,31 @@ def test_model_path_rounds_and_calls(tables: Any, load_handler: Callable[[], Any
     assert set(operations) <= {"GetItem", "Query", "BatchGetItem"}
     assert operations.count("Query") == 1
     assert operations.count("BatchGetItem") == 1
+
+
+def test_pointer_read_overlaps_history_query(
+    tables: Any, load_handler: Callable[[], Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MODEL_CACHE_SECONDS", "0")  # every request reads the pointer
+    build(tables)
+    module = load_handler()
+    query_started = threading.Event()
+    overlapped: list[bool] = []
+
+    def before_call(model: Any, **_: Any) -> None:
+        if model.name == "Query":
+            query_started.set()
+        elif model.name == "GetItem":
+            # Read one after the other, the GetItem would wait here for a Query that
+            # has not been sent, and time out.
+            overlapped.append(query_started.wait(timeout=5))
+
+    module._service._store._client.meta.events.register("before-call.dynamodb.*", before_call)
+    _, line = served_line(module, lambda: module.lambda_handler({"user_id": "u1"}, FakeContext()))
+
+    assert overlapped == [True]
+    assert line["source"] == "model"
+    assert line["rounds"] == 2
 
 
 def test_cold_user_gets_popular_list(tables: Any, load_handler: Callable[[], Any]) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable
+from concurrent.futures import Future
 
 from interaction_store import MAX_BATCH_GET_KEYS, ReadStats
 from item_model import ItemModel
@@ -44,6 +45,11 @@ class InMemoryModelStore:
 
     def current_version(self, stats: ReadStats) -> ModelPointer | None:
         return self._pointer
+
+    def current_version_soon(self, stats: ReadStats) -> Future[ModelPointer | None]:
+        done: Future[ModelPointer | None] = Future()
+        done.set_result(self._pointer)
+        return done
 
     def neighbour_lists(
         self, version: str, item_ids: Iterable[str], stats: ReadStats
