@@ -37,7 +37,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tools.benchmark_page import BENCHMARKS_PAGE, BenchmarkPageError, git_commit, write_section
+from tools.benchmark_page import (
+    BENCHMARKS_PAGE,
+    BenchmarkPageError,
+    configure_logging,
+    git_commit,
+    write_section,
+)
 from tools.dynalite import HOST
 from tools.load_test import machine_description
 from tools.template_table import TemplateError, function_settings
@@ -404,11 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the measurement; return 0 on success, 1 when a child process or the page failed."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging()
     command = shlex.join(["python", "-m", "tools.cold_start", *(argv or sys.argv[1:])])
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
     machine = machine_description()

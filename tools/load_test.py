@@ -44,7 +44,13 @@ from types import FrameType
 from typing import IO, Any
 from urllib.parse import quote, urlsplit
 
-from tools.benchmark_page import BENCHMARKS_PAGE, BenchmarkPageError, git_commit, write_section
+from tools.benchmark_page import (
+    BENCHMARKS_PAGE,
+    BenchmarkPageError,
+    configure_logging,
+    git_commit,
+    write_section,
+)
 from tools.dynalite import HOST, Dynalite, DynaliteError, free_port
 from tools.interaction_formats import READERS, FormatError, ParsedRow, detect_format, open_text
 from tools.loader import LoaderError, load_file
@@ -781,11 +787,7 @@ def _raise_stopped(signum: int, frame: FrameType | None) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the load test; return 0 when every request succeeded, 1 otherwise."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging()
     command = shlex.join(["python", "-m", "tools.load_test", *(argv or sys.argv[1:])])
     previous_handler = signal.signal(signal.SIGTERM, _raise_stopped)
     try:
