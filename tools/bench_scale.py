@@ -80,6 +80,7 @@ logger = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_WORK_DIR = REPO_ROOT / ".local" / "scale"
 DEFAULT_SIZES = (100_000, 1_000_000, 10_000_000)
+DEFAULT_SUMMARY_JSON = REPO_ROOT / "docs" / "bench-scale.json"
 TABLE_NAME = "UserInteractions"
 SECTION_NAME = "bench_scale"
 STATE_FILE = "state.json"
@@ -106,7 +107,7 @@ class LogSettings:
 
 
 class WorkDir:
-    """The generated log, the staged data folders and a state file saying which are complete."""
+    """Work folder: the generated log, the staged data folders and a state file of finished steps."""
 
     def __init__(self, root: Path, settings: LogSettings) -> None:
         self.root = root
@@ -129,7 +130,7 @@ class WorkDir:
             or kept.get("largest_size", 0) < self.settings.largest_size
         ):
             raise ScaleBenchError(
-                f"{self.root} holds tables made with {kept}, which cannot serve"
+                f"{self.root} contains tables made with {kept}, which do not match"
                 f" {asdict(self.settings)}; pass another --work-dir or delete that folder"
             )
         return state
@@ -172,7 +173,7 @@ def write_chunk(log_path: Path, first_row: int, end_row: int, output: Path) -> i
 
 
 def local_environment() -> dict[str, str]:
-    """This process's environment with the dummy credentials and Region of a local server."""
+    """Return this process's environment with the dummy credentials and Region of a local server."""
     env = {name: value for name, value in os.environ.items() if not name.startswith("AWS_")}
     env.update(
         {
@@ -198,7 +199,7 @@ def _resume_port(checkpoint: Path) -> int:
 
 
 def load_stage(work: WorkDir, size: int, previous: int | None, python: str) -> None:
-    """Make `<work-dir>/db-<size>`: a copy of the previous stage plus the rows up to `size`."""
+    """Create `<work-dir>/db-<size>`: a copy of the previous stage plus the rows up to `size`."""
     final_dir = work.stage_dir(size)
     partial_dir = final_dir.with_name(final_dir.name + ".partial")
     checkpoint = work.root / f"load-{size}.checkpoint.json"
@@ -461,6 +462,10 @@ def _size_label(size: int) -> str:
     return f"{size:,}"
 
 
+def _count(number: int, noun: str) -> str:
+    return f"{number:,} {noun}" if number == 1 else f"{number:,} {noun}s"
+
+
 def flatness(stages: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Growth of the model path's items read and capacity, and whether it stays in 10 %."""
     items = growth(stages, "model", "items_read")
@@ -557,7 +562,7 @@ def render_section(summary: dict[str, Any]) -> str:
             sum(entry["consumed_capacity"] for entry in measured) / count if count else None
         )
         naive_seconds.append(
-            sorted(entry["seconds"] for entry in measured)[count // 2] if count else None
+            statistics.median(entry["seconds"] for entry in measured) if count else None
         )
     row("naive: items read", naive_items)
     row("naive: capacity (RCU)", naive_capacity, 1)
@@ -580,7 +585,11 @@ def render_section(summary: dict[str, Any]) -> str:
         (
             f"- Online path, {labels[-1]} against {labels[0]}: items read"
             f" {_times(flat['online_items_read'][-1])}, capacity"
-            f" {_times(flat['online_consumed_capacity'][-1])}."
+            f" {_times(flat['online_consumed_capacity'][-1])}. Its budgets cap what it reads,"
+            f" but at {labels[-1]} it reads"
+            f" {_fmt(ratio(_mean(stages[-1]['online'], 'items_read'), _mean(stages[-1]['model'], 'items_read')))}x"
+            " the items of the model path for the same users, and it serves lower quality"
+            " (quality.md)."
         ),
     ]
     for stage, label in zip(stages, labels, strict=True):
@@ -591,7 +600,8 @@ def render_section(summary: dict[str, Any]) -> str:
             ours = model_items.get(entry["user_id"])
             times = ratio(entry["items_read"], ours)
             parts.append(
-                f"{entry['user_id']} ({entry['history_items']} items): {entry['items_read']:,}"
+                f"{entry['user_id']} ({_count(entry['history_items'], 'item')}):"
+                f" {entry['items_read']:,}"
                 f" items in {entry['seconds']:,.1f} s, {_fmt(times)}x the model path's {ours}"
             )
         skipped = len(naive["skipped"]) + len(naive["cut_short"])
@@ -656,6 +666,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="page whose bench_scale section is rewritten (default: docs/benchmarks.md)",
     )  # fmt: skip
     parser.add_argument("--prepare-only", action="store_true", help="generate and load, then stop")
+    parser.add_argument(
+        "--summary-json", type=Path, default=DEFAULT_SUMMARY_JSON,
+        help="file for the raw results (default: docs/bench-scale.json)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--render-only", action="store_true",
+        help="rewrite the page section from --summary-json without measuring",
+    )  # fmt: skip
     return parser
 
 
@@ -704,6 +722,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if sizes[0] < 1:
         logger.error("--sizes must be positive")
         return 2
+    if args.render_only:
+        summary = json.loads(args.summary_json.read_text(encoding="utf-8"))
+        write_section(args.output, SECTION_NAME, render_section(summary))
+        return 0
     work = WorkDir(args.work_dir, LogSettings(sizes[-1], args.items, args.seed))
     try:
         prepare(work, sizes, sys.executable)
@@ -720,6 +742,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ) as error:
         logger.error("Scale benchmark failed: %s", error)
         return 1
+    args.summary_json.write_text(
+        json.dumps(summary, indent=1, sort_keys=True) + "\n", encoding="utf-8"
+    )
     write_section(args.output, SECTION_NAME, render_section(summary))
     print(json.dumps(summary, sort_keys=True))
     failed = sum(

@@ -87,7 +87,7 @@ def test_work_dir_refuses_tables_of_other_settings(tmp_path: Path) -> None:
     smaller = WorkDir(tmp_path, LogSettings(largest_size=500, items=50, seed=1))
     assert smaller.read_state()["settings"] == state["settings"]
     for other in (LogSettings(2000, 50, 1), LogSettings(1000, 60, 1), LogSettings(1000, 50, 2)):
-        with pytest.raises(ScaleBenchError, match="cannot serve"):
+        with pytest.raises(ScaleBenchError, match="do not match"):
             WorkDir(tmp_path, other).read_state()
 
 
@@ -171,3 +171,33 @@ def test_report_names_sizes_and_the_verdict() -> None:
     assert "within 10 % at every size: yes" in text
     assert "0 failed responses" in text
     json.dumps(summary)  # the summary printed on stdout must be JSON
+
+
+def test_render_only_rewrites_section_from_json(tmp_path: Path) -> None:
+    from tools.bench_scale import main
+
+    summary = {
+        "date": "2026-12-04 00:00 UTC",
+        "runtime_s": 10.0,
+        "command": "python -m tools.bench_scale",
+        "code": "abc1234",
+        "machine": {"cpu_cores": 2, "cpu_model": "test CPU", "python": "3.11"},
+        "seed": 42,
+        "items": 300,
+        "naive_budget_s": 60.0,
+        "probe_users": {"count": 2, "history_min": 1, "history_median": 2, "history_max": 3},
+        "stages": [stage(1000, 100.0, 500.0), stage(10_000, 100.0, 800.0)],
+    }
+    summary["flatness"] = flatness(summary["stages"])
+    summary_path = tmp_path / "bench-scale.json"
+    summary_path.write_text(json.dumps(summary), encoding="utf-8")
+    page = tmp_path / "benchmarks.md"
+    page.write_text("# Benchmarks\n\nkept text\n", encoding="utf-8")
+
+    code = main(["--render-only", "--summary-json", str(summary_path), "--output", str(page)])
+
+    text = page.read_text(encoding="utf-8")
+    assert code == 0
+    assert "kept text" in text
+    assert "| model path: items read | 100.0 | 100.0 | 1.000x |" in text
+    assert "u1 (2 items): 2,002 items" in text
