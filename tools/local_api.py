@@ -458,6 +458,17 @@ class _RequestHandler(BaseHTTPRequestHandler):
 
     do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = _handle
 
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """Send http.server's own errors (unknown method, bad request line) as JSON, not HTML."""
+        self.close_connection = True
+        reason = message or self.responses.get(code, ("Error",))[0]
+        # A request line that failed to parse leaves no path, and a query string is never logged.
+        path = getattr(self, "path", "") or ""
+        logger.info(
+            "%s %s %d (rejected by the HTTP server)", self.command, path.partition("?")[0], code
+        )
+        self._write(_json_response(code, reason))
+
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         pass  # _handle logs one line per request, with the time taken
 

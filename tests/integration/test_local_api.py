@@ -278,6 +278,25 @@ def test_unknown_route_is_json_404(
     assert recorder.events == []
 
 
+@pytest.mark.parametrize("method", ["TRACE", "PROPFIND"])
+def test_unknown_method_is_json_501(base_url: str, recorder: RecordingHandler, method: str) -> None:
+    status, headers, body = send(base_url, method, "/recommendations/1")
+
+    assert status == 501
+    assert headers["Content-Type"] == "application/json"
+    assert method in json.loads(body)["message"]
+    assert recorder.events == []
+
+
+def test_oversized_header_is_json_431(base_url: str, recorder: RecordingHandler) -> None:
+    status, headers, body = send(base_url, "GET", "/recommendations/1", headers=[("X-Big", "a" * 70_000)])
+
+    assert status == 431
+    assert headers["Content-Type"] == "application/json"
+    assert "message" in json.loads(body)
+    assert recorder.events == []
+
+
 def test_raising_handler_gives_502(serve_api: ServeApi, caplog: pytest.LogCaptureFixture) -> None:
     def explode(event: dict[str, Any], context: Any) -> Any:
         raise RuntimeError("boom in handler")
