@@ -179,6 +179,32 @@ def test_pointer_read_overlaps_history_query(
     assert line["rounds"] == 2
 
 
+def test_long_history_excludes_old_items_before_ranking(tables: Any, load_handler: Callable[[], Any]) -> None:
+    # "heavy" has 1,200 items. Its newest item co-occurs with its ten oldest items and with
+    # one item it does not have; the ten old items win the ties by id.
+    heavy = [f"I{number:04d}" for number in range(1200)]
+    others = {f"v{number}": ["I1199", *heavy[:10], "NEW"] for number in range(20)}
+    requests = [
+        {"PutRequest": {"Item": {
+            "user_id": {"S": user_id}, "item_id": {"S": item_id},
+            "interaction_type": {"S": "view"}, "timestamp": {"N": str(1_700_000_000 + offset)},
+        }}}
+        for user_id, items in {"heavy": heavy, **others}.items()
+        for offset, item_id in enumerate(items)
+    ]  # fmt: skip
+    for start in range(0, len(requests), 25):
+        tables.batch_write_item(RequestItems={TABLE_NAME: requests[start : start + 25]})
+    build(tables)
+    module = load_handler()
+
+    result, line = served_line(module, lambda: module.lambda_handler({"user_id": "heavy", "limit": 1}, FakeContext()))
+
+    assert [row["item_id"] for row in result["recommendations"]] == ["NEW"]
+    assert line["history_items"] == 1200
+    assert line["dropped_seen"] == 0
+    assert line["rounds"] == 2
+
+
 def test_cold_user_gets_popular_list(tables: Any, load_handler: Callable[[], Any]) -> None:
     build(tables)
     module = load_handler()
