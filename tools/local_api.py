@@ -536,7 +536,9 @@ def create_server(
         if routes is not None
         else load_routes(template_path)
     )
-    settings = function_settings(template_path)
+    # The caller may have set the model table already; then the template's Ref resolves to it.
+    model_table = os.environ.get("MODEL_TABLE_NAME", "").strip() or None
+    settings = function_settings(template_path, model_table_name=model_table)
     return LocalApiServer((bind_host, port), handler or default_handler(), compiled, settings)
 
 
