@@ -250,9 +250,8 @@ class ModelStore:
         version reaches a warm container within that time.
         """
         now = self._clock()
-        with self._lock:
-            cached = self._cached
-        if cached is not None and now - cached[0] < self._cache_seconds:
+        cached = self._fresh_cache(now)
+        if cached is not None:
             return cached[1]
 
         item = self._get_item(CURRENT_KEY, ("version", "built_at", "model_expires_at"), stats)
@@ -279,14 +278,20 @@ class ModelStore:
 
         A cached pointer comes back as a finished future without using a thread.
         """
-        now = self._clock()
+        cached = self._fresh_cache(self._clock())
+        if cached is None:
+            return self._executor.submit(self.current_version, stats)
+        done: Future[ModelPointer | None] = Future()
+        done.set_result(cached[1])
+        return done
+
+    def _fresh_cache(self, now: float) -> tuple[float, ModelPointer | None] | None:
+        """Return the cached (time, pointer) pair while it is younger than ``cache_seconds``."""
         with self._lock:
             cached = self._cached
         if cached is not None and now - cached[0] < self._cache_seconds:
-            done: Future[ModelPointer | None] = Future()
-            done.set_result(cached[1])
-            return done
-        return self._executor.submit(self.current_version, stats)
+            return cached
+        return None
 
     def neighbour_lists(
         self, version: str, item_ids: Iterable[str], stats: ReadStats

@@ -491,25 +491,37 @@ def recommend_from_neighbourhood(
     return recommend_from_index(index, history, seed_items, top_k, exclude)
 
 
+def scale_rankings(
+    rankings: Sequence[tuple[Sequence[Recommendation], float]],
+) -> list[dict[str, float]]:
+    """Put ranked lists whose scores are on different scales on one scale.
+
+    Each entry is (ranking, weight). A ranking's scores are divided by its best
+    score, so that each list spans (0, 1], and then multiplied by its weight.
+    A ranking that is empty, or has a weight or best score of 0 or less, gives
+    an empty dict.
+    """
+    scaled: list[dict[str, float]] = []
+    for ranking, weight in rankings:
+        best = max((rec.score for rec in ranking), default=0.0)
+        if weight <= 0 or best <= 0:
+            scaled.append({})
+            continue
+        scaled.append({rec.item_id: weight * rec.score / best for rec in ranking})
+    return scaled
+
+
 def blend_rankings(
     rankings: Sequence[tuple[Sequence[Recommendation], float]], top_k: int
 ) -> list[Recommendation]:
-    """Merge ranked lists whose scores are on different scales into one list of ``top_k``.
+    """Merge ranked lists into one list of ``top_k``, each scaled by ``scale_rankings``.
 
-    Each entry is (ranking, weight). A ranking's scores are divided by its best
-    score, so each list spans (0, 1], and then multiplied by its weight; an item
-    in several lists adds its parts. The service weights a list by the share of
-    the user's seed affinity behind it. Rankings that are empty, or have a
-    weight or best score of 0 or less, are skipped.
+    An item in several lists adds its parts. The service weights a list by the
+    share of the user's seed affinity behind it.
     """
     _check_top_k(top_k)
     blended: dict[str, float] = defaultdict(float)
-    for ranking, weight in rankings:
-        if not ranking or weight <= 0:
-            continue
-        best = max(rec.score for rec in ranking)
-        if best <= 0:
-            continue
-        for rec in ranking:
-            blended[rec.item_id] += weight * rec.score / best
+    for scores in scale_rankings(rankings):
+        for item_id, score in scores.items():
+            blended[item_id] += score
     return _top_k(blended.items(), top_k, ())

@@ -34,6 +34,7 @@ from recommender import (
     Recommendation,
     blend_rankings,
     recommend_from_index,
+    scale_rankings,
     score_items,
     seed_contributions,
     select_neighbours,
@@ -165,7 +166,7 @@ class RecommendationService:
                 # afford more seeds than the online path.
                 model_seeds = select_seed_items(history, budgets.max_model_seed_items)
                 ranked, because = self._rank_with_model(
-                    result, user_id, pointer.version, history, model_seeds, top_k, exclude, explain
+                    result, pointer.version, history, model_seeds, top_k, exclude, explain
                 )
             if result.source == "none":
                 result.source = "online"
@@ -223,7 +224,6 @@ class RecommendationService:
     def _rank_with_model(
         self,
         result: RecommendationResult,
-        user_id: str,
         version: str,
         history: Sequence[Interaction],
         seeds: Sequence[Interaction],
@@ -263,14 +263,13 @@ class RecommendationService:
         if not uncovered:
             return ranked, because
         return self._blend_new_seeds(
-            result, user_id, history, uncovered, (ranked, because, sum(affinities.values())),
+            result, history, uncovered, (ranked, because, sum(affinities.values())),
             top_k, exclude, explain,
         )  # fmt: skip
 
     def _blend_new_seeds(
         self,
         result: RecommendationResult,
-        user_id: str,
         history: Sequence[Interaction],
         uncovered: Sequence[Interaction],
         model_side: tuple[list[Recommendation], dict[str, str], float],
@@ -287,23 +286,19 @@ class RecommendationService:
         fallback = select_seed_items(uncovered, self._settings.budgets.max_seed_items)
         result.fallback_seeds = len(fallback)
         online_ranked, online_because = self._rank_online(
-            result, user_id, history, fallback, top_k * BLEND_DEPTH, exclude, explain
+            result, result.user_id, history, fallback, top_k * BLEND_DEPTH, exclude, explain
         )
         online_weight = sum(user_affinities(fallback, self._settings.model).values())
-        ranked = blend_rankings(
-            [(model_ranked, model_weight), (online_ranked, online_weight)], top_k
-        )
+        sides = [(model_ranked, model_weight), (online_ranked, online_weight)]
+        ranked = blend_rankings(sides, top_k)
         if not explain:
             return ranked, {}
         # The seed named is the one from the side that gave the item the larger part.
-        model_scores = {rec.item_id: rec.score for rec in model_ranked}
-        online_scores = {rec.item_id: rec.score for rec in online_ranked}
-        model_best = max(model_scores.values(), default=1.0)
-        online_best = max(online_scores.values(), default=1.0)
+        model_parts, online_parts = scale_rankings(sides)
         because: dict[str, str] = {}
         for rec in ranked:
-            model_part = model_weight * model_scores.get(rec.item_id, 0.0) / model_best
-            online_part = online_weight * online_scores.get(rec.item_id, 0.0) / online_best
+            model_part = model_parts.get(rec.item_id, 0.0)
+            online_part = online_parts.get(rec.item_id, 0.0)
             side = model_because if model_part >= online_part else online_because
             if rec.item_id in side:
                 because[rec.item_id] = side[rec.item_id]
