@@ -45,7 +45,6 @@ from pathlib import Path
 from typing import Any
 
 from tools.bench_requests import (
-    ApiClient,
     BenchmarkError,
     LocalApiProcess,
     NaiveRun,
@@ -53,7 +52,7 @@ from tools.bench_requests import (
     RequestSample,
     ServedLogCollector,
     ratio,
-    request_recommendations,
+    run_api_requests,
     run_naive,
     server_environment,
     summarize,
@@ -122,15 +121,15 @@ class WorkDir:
         if not self.state_path.exists():
             return {"settings": asdict(self.settings), "log_complete": False, "stages": []}
         state = json.loads(self.state_path.read_text(encoding="utf-8"))
-        kept = state.get("settings", {})
+        recorded = state.get("settings", {})
         # A longer log with the same items and seed starts with the same rows, so it serves.
         if (
-            kept.get("items") != self.settings.items
-            or kept.get("seed") != self.settings.seed
-            or kept.get("largest_size", 0) < self.settings.largest_size
+            recorded.get("items") != self.settings.items
+            or recorded.get("seed") != self.settings.seed
+            or recorded.get("largest_size", 0) < self.settings.largest_size
         ):
             raise ScaleBenchError(
-                f"{self.root} contains tables made with {kept}, which do not match"
+                f"{self.root} contains tables made with {recorded}, which do not match"
                 f" {asdict(self.settings)}; pass another --work-dir or delete that folder"
             )
         return state
@@ -314,23 +313,14 @@ def build_model_timed(endpoint_url: str, python: str) -> dict[str, Any]:
 
 
 def measure_api(
-    env: dict[str, str], histories: dict[str, set[str]], users: Sequence[str], warmup: Sequence[str]
+    env: dict[str, str], ratings: Ratings, users: Sequence[str], warmup: Sequence[str]
 ) -> list[RequestSample]:
-    """Send one request per user through tools.local_api, after the warm-up users."""
+    """Start tools.local_api with `env` and send one request per user, after the warm-up users."""
     collector = ServedLogCollector()
     api = LocalApiProcess(env, collector)
     try:
         api.start()
-        client = ApiClient(api.port)
-        for user_id in warmup:
-            request_recommendations(client, collector, user_id, histories[user_id])
-        samples = []
-        for user_id in users:
-            sample = request_recommendations(client, collector, user_id, histories[user_id])
-            if sample.problems:
-                logger.warning("User %s: %s", user_id, "; ".join(sample.problems))
-            samples.append(sample)
-        return samples
+        return run_api_requests(api.port, collector, users, warmup, ratings)
     finally:
         api.stop()
 
@@ -389,7 +379,8 @@ def measure_stage(
     naive_users: int,
     naive_budget_s: float,
 ) -> dict[str, Any]:
-    """Build the model on the stage's table, then measure the three ways to answer."""
+    """Build the model on the stage's table, then measure the model, online and naive paths."""
+    ratings = Ratings(user_items=histories, rows=0, rejected=0)
     logger.info("Stage %d: building the model", size)
     # A large LevelDB folder can take a while to open on a busy machine.
     with Dynalite(port=0, data_dir=work.stage_dir(size), startup_timeout_s=300) as server:
@@ -400,15 +391,14 @@ def measure_stage(
             **server_environment(server.endpoint_url),
             "MODEL_TABLE_NAME": DEFAULT_MODEL_TABLE_NAME,
         }
-        model = path_figures(measure_api(env, histories, probes, warmup))
+        model = path_figures(measure_api(env, ratings, probes, warmup))
         logger.info("Stage %d: model path measured", size)
         online_env = {**env, "MODEL_TABLE_NAME": ""}
-        online = path_figures(measure_api(online_env, histories, probes, warmup))
+        online = path_figures(measure_api(online_env, ratings, probes, warmup))
         logger.info("Stage %d: online path measured", size)
 
         # Shortest histories first: the naive approach scans the table once per history item.
         ordered = sorted(probes, key=lambda user_id: (len(histories[user_id]), user_id))
-        ratings = Ratings(user_items={user: histories[user] for user in probes}, rows=0, rejected=0)
         naive = naive_figures(
             run_naive(server.client(), ordered[:naive_users], ratings, naive_budget_s)
         )
@@ -718,14 +708,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(arguments)
     configure_logging()
+
     sizes = sorted(set(args.sizes))
     if sizes[0] < 1:
-        logger.error("--sizes must be positive")
+        logger.error("Invalid --sizes: every size must be positive, got %d", sizes[0])
         return 2
+
     if args.render_only:
         summary = json.loads(args.summary_json.read_text(encoding="utf-8"))
         write_section(args.output, SECTION_NAME, render_section(summary))
         return 0
+
     work = WorkDir(args.work_dir, LogSettings(sizes[-1], args.items, args.seed))
     try:
         prepare(work, sizes, sys.executable)
@@ -742,6 +735,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ) as error:
         logger.error("Scale benchmark failed: %s", error)
         return 1
+
     args.summary_json.write_text(
         json.dumps(summary, indent=1, sort_keys=True) + "\n", encoding="utf-8"
     )

@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DYNALITE_BIN = REPO_ROOT / "node_modules" / ".bin" / "dynalite"
 HOST = "127.0.0.1"
-# No table of this name is ever created; asking for it shows that the server answers.
+# No table of this name is created. A DescribeTable call for it shows that the server responds.
 READINESS_PROBE_TABLE = "dynalite-readiness-probe"
 
 # Credentials and Region for talking to a local server, which checks neither.
@@ -92,7 +92,7 @@ class Dynalite:
 
     `port=0` or None picks a free port. `data_dir` keeps the tables in a LevelDB folder
     there (created if missing), otherwise they live in memory and vanish on stop.
-    `startup_timeout_s` bounds the wait for the first successful DescribeTable answer.
+    `startup_timeout_s` bounds the wait for the first DescribeTable response.
     """
 
     def __init__(
@@ -126,7 +126,7 @@ class Dynalite:
         return local_client(self.endpoint_url)
 
     def start(self) -> Self:
-        """Start dynalite and wait until it answers DescribeTable; raise DynaliteError otherwise."""
+        """Start dynalite and wait until it responds to DescribeTable; raise DynaliteError otherwise."""
         if self.running:
             return self
         self._check_installed()
@@ -247,9 +247,9 @@ class Dynalite:
                     f"{self.endpoint_url}.{hint} Its output:\n{self._read_output()}"
                 )
             try:
-                # dynalite 4.0.0 answers ListTables by reading every key of its data folder,
-                # which takes minutes with millions of items. DescribeTable of a table that
-                # does not exist is answered from one key lookup.
+                # dynalite 4.0.0 serves ListTables by reading every key of its data folder,
+                # which takes minutes with millions of items. DescribeTable of a missing table
+                # costs one key lookup.
                 client.describe_table(TableName=READINESS_PROBE_TABLE)
                 return
             except ClientError as error:
@@ -261,7 +261,7 @@ class Dynalite:
                 last_error = error
                 time.sleep(0.1)
         raise DynaliteError(
-            f"dynalite did not answer DescribeTable on {self.endpoint_url} within "
+            f"dynalite did not respond to DescribeTable on {self.endpoint_url} within "
             f"{self.startup_timeout_s:.0f} s (last error: {last_error}). "
             f"Its output:\n{self._read_output()}"
         )

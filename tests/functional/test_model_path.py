@@ -181,7 +181,7 @@ def test_pointer_read_overlaps_history_query(
 
 def test_long_history_excludes_old_items_before_ranking(tables: Any, load_handler: Callable[[], Any]) -> None:
     # "heavy" has 1,200 items. Its newest item co-occurs with its ten oldest items and with
-    # one item it does not have; the ten old items win the ties by id.
+    # one item it does not have. The ten old items win the ties by id.
     heavy = [f"I{number:04d}" for number in range(1200)]
     others = {f"v{number}": ["I1199", *heavy[:10], "NEW"] for number in range(20)}
     requests = [

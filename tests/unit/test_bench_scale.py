@@ -144,12 +144,9 @@ def test_flatness_holds_only_within_ten_percent() -> None:
     assert grown["model_within_10_percent"] is False
 
 
-def test_naive_items_per_scan_leaves_out_the_history_query() -> None:
-    assert naive_items_per_scan(stage(1000, 1.0, 1.0)) == 1000
-
-
-def test_report_names_sizes_and_the_verdict() -> None:
-    summary = {
+def report_summary(stages: list[dict[str, Any]]) -> dict[str, Any]:
+    """Return a run summary around `stages`, as bench_scale.run returns it."""
+    return {
         "date": "2026-12-04 00:00 UTC",
         "runtime_s": 10.0,
         "command": "python -m tools.bench_scale",
@@ -159,9 +156,17 @@ def test_report_names_sizes_and_the_verdict() -> None:
         "items": 300,
         "naive_budget_s": 60.0,
         "probe_users": {"count": 2, "history_min": 1, "history_median": 2, "history_max": 3},
-        "stages": [stage(100_000, 100.0, 500.0), stage(1_000_000, 100.0, 5000.0)],
+        "stages": stages,
+        "flatness": flatness(stages),
     }
-    summary["flatness"] = flatness(summary["stages"])
+
+
+def test_items_per_scan_excludes_history_query() -> None:
+    assert naive_items_per_scan(stage(1000, 1.0, 1.0)) == 1000
+
+
+def test_report_names_sizes_and_the_verdict() -> None:
+    summary = report_summary([stage(100_000, 100.0, 500.0), stage(1_000_000, 100.0, 5000.0)])
 
     text = render_section(summary)
 
@@ -170,25 +175,14 @@ def test_report_names_sizes_and_the_verdict() -> None:
     assert "| online path: items read | 500.0 | 5,000.0 | 10.000x |" in text
     assert "within 10 % at every size: yes" in text
     assert "0 failed responses" in text
-    json.dumps(summary)  # the summary printed on stdout must be JSON
+    # The summary is printed on stdout as JSON.
+    assert json.loads(json.dumps(summary)) == summary
 
 
 def test_render_only_rewrites_section_from_json(tmp_path: Path) -> None:
     from tools.bench_scale import main
 
-    summary = {
-        "date": "2026-12-04 00:00 UTC",
-        "runtime_s": 10.0,
-        "command": "python -m tools.bench_scale",
-        "code": "abc1234",
-        "machine": {"cpu_cores": 2, "cpu_model": "test CPU", "python": "3.11"},
-        "seed": 42,
-        "items": 300,
-        "naive_budget_s": 60.0,
-        "probe_users": {"count": 2, "history_min": 1, "history_median": 2, "history_max": 3},
-        "stages": [stage(1000, 100.0, 500.0), stage(10_000, 100.0, 800.0)],
-    }
-    summary["flatness"] = flatness(summary["stages"])
+    summary = report_summary([stage(1000, 100.0, 500.0), stage(10_000, 100.0, 800.0)])
     summary_path = tmp_path / "bench-scale.json"
     summary_path.write_text(json.dumps(summary), encoding="utf-8")
     page = tmp_path / "benchmarks.md"

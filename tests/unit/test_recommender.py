@@ -512,7 +512,7 @@ def test_neighbours_ranked_by_shared_seeds() -> None:
     assert neighbours == ["u1", "u3"]
 
 
-def test_blend_rankings_scales_each_list_to_its_best_score() -> None:
+def test_blend_rankings_scales_to_best_score() -> None:
     from recommender import Recommendation, blend_rankings
 
     model = [Recommendation("a", 10.0), Recommendation("b", 5.0)]
@@ -524,7 +524,7 @@ def test_blend_rankings_scales_each_list_to_its_best_score() -> None:
     assert [(rec.item_id, rec.score) for rec in blended] == [("a", 3.0), ("b", 2.0), ("c", 1.0)]
 
 
-def test_blend_rankings_skips_empty_and_unweighted_lists() -> None:
+def test_blend_rankings_skips_empty_lists() -> None:
     from recommender import Recommendation, blend_rankings
 
     only = [Recommendation("x", 4.0), Recommendation("y", 2.0)]
